@@ -1,0 +1,44 @@
+# Simpul: the two commands are `make run` and `make test`; each installs what it needs and is
+# safe to run twice. `make stop` stops everything the project started.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_STAMP := .simpul/.system-packages
+TEST_CONFIG := tests/simpul.test.yaml
+
+FOR ?=
+RATE ?= 20
+PYTEST_ARGS ?=
+
+.PHONY: run test stop deps venv bench clean
+
+run: deps ## the main job on the local stack (make run FOR=60s ends by itself)
+	$(BIN)/simpul run --rate $(RATE) $(if $(FOR),--for $(FOR))
+
+test: deps ## the whole test suite against real servers
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+stop: ## stop everything the project started (main and test stacks)
+	@if [ -x $(BIN)/simpul ]; then \
+		$(BIN)/simpul stack down; \
+		$(BIN)/simpul --config $(TEST_CONFIG) stack down; \
+	fi
+
+deps: venv $(SYSTEM_STAMP)
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+$(SYSTEM_STAMP): deploy/local/install-system-packages.sh
+	bash deploy/local/install-system-packages.sh
+	mkdir -p $(dir $@) && touch $@
+
+clean: stop
+	rm -rf .simpul $(VENV) deploy/kafka/target

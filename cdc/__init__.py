@@ -1,0 +1,1 @@
+"""Change-data capture: agency database logs (PostgreSQL pgoutput, MariaDB binlog) into Kafka."""

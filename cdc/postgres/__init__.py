@@ -1,0 +1,1 @@
+"""The PostgreSQL connector: logical decoding with the built-in pgoutput plugin."""

@@ -1,0 +1,1 @@
+"""Avro schemas and the Confluent-compatible schema-registry plumbing."""

@@ -1,0 +1,204 @@
+"""The ``simpul`` command line: one entry point for the stack, the seed and the main job.
+
+Expected problems (bad config, a busy port, a missing binary) end the command with one clear line
+on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from simpul.config import ConfigError, SimpulConfig, load_config, load_env_file
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Simpul: the integration backbone for Kota Serang's agency databases.")
+stack_app = typer.Typer(no_args_is_help=True, help="The local stack of real servers (Kafka, PostgreSQL, MariaDB).")
+seed_app = typer.Typer(help="The synthetic Kota Serang: agency databases with a known truth.", invoke_without_command=True)
+config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
+registry_app = typer.Typer(no_args_is_help=True, help="Simpul's own Confluent-compatible schema registry.")
+app.add_typer(stack_app, name="stack")
+app.add_typer(seed_app, name="seed")
+app.add_typer(config_app, name="config")
+app.add_typer(registry_app, name="registry")
+
+err = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="Config file (default $SIMPUL_CONFIG or ./simpul.yaml).")
+]
+
+
+class _State:
+    config_file: Optional[Path] = None
+
+
+def _config() -> SimpulConfig:
+    """The validated config, with the local stack's generated secrets in the environment."""
+    config = load_config(_State.config_file)
+    load_env_file(config.home / "stack.env")
+    return config
+
+
+@app.callback()
+def _main(config: ConfigOption = None) -> None:
+    _State.config_file = config
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``5m`` or ``1h``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise typer.BadParameter(f"expected a duration such as 60s, 5m or 1h, got {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def _print_services(statuses: list) -> None:
+    table = Table("service", "state", "pid", "address", "detail")
+    for s in statuses:
+        state = "[green]running" if s.running else "[red]stopped"
+        table.add_row(s.name, state, str(s.pid or "-"), s.address, s.detail)
+    out.print(table)
+
+
+# --- config ------------------------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the config file, including that every secret's environment variable is set."""
+    config = _config()
+    for source in config.sources:
+        source.dsn()
+    config.sinks.master_index.dsn()
+    out.print(f"config OK: {len(config.sources)} sources ({', '.join(s.name for s in config.sources)})")
+
+
+# --- stack -------------------------------------------------------------------------------------
+
+
+@stack_app.command("up")
+def stack_up(
+    kafka_nodes: Annotated[Optional[int], typer.Option(help="Kafka nodes (default stack.kafka.nodes).", min=1, max=5)] = None,
+) -> None:
+    """Start (or keep) Kafka, PostgreSQL and MariaDB on loopback; idempotent."""
+    from simpul.stack import LocalStack
+
+    _print_services(LocalStack(_config()).up(kafka_nodes=kafka_nodes))
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop what this stack started, and nothing else."""
+    from simpul.stack import LocalStack
+
+    stopped = LocalStack(_config()).down()
+    out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """Show what runs where."""
+    from simpul.stack import LocalStack
+
+    _print_services(LocalStack(_config()).status())
+
+
+# --- seed --------------------------------------------------------------------------------------
+
+
+@seed_app.callback()
+def seed(
+    ctx: typer.Context,
+    citizens: Annotated[Optional[int], typer.Option(help="Residents to generate (default seed.citizens, the whole city).", min=10)] = None,
+    seed_value: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default seed.seed).")] = None,
+    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing when the agency databases already hold data.")] = False,
+) -> None:
+    """Load the agency databases with a synthetic Kota Serang and write the truth file."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from simpul.seed import is_seeded, seed_city
+
+    config = _config()
+    if if_empty and is_seeded(config):
+        out.print("agency databases already seeded; nothing to do")
+        return
+    summary = seed_city(
+        config,
+        citizens=citizens or config.seed.citizens,
+        seed=config.seed.seed if seed_value is None else seed_value,
+        truth_dir=config.home / "truth",
+    )
+    table = Table("agency table", "rows")
+    for name, rows in summary.records.items():
+        table.add_row(name, f"{rows:,}")
+    out.print(table)
+    out.print(
+        f"{summary.citizens:,} citizens in {summary.households:,} households seeded in {summary.seconds:.1f}s; "
+        f"truth in {summary.truth_path}"
+    )
+
+
+@seed_app.command("changes")
+def seed_changes(
+    rate: Annotated[float, typer.Option(help="Changes per second.", min=0.1)] = 20.0,
+    duration: Annotated[Optional[str], typer.Option("--for", help="Stop after this long (e.g. 60s); default until Ctrl-C.")] = None,
+    seed_value: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default seed.seed).")] = None,
+) -> None:
+    """Apply live changes (births, deaths, moves, corrections, registrations) to the agency databases."""
+    from simpul.metrics import metrics_port, serve_metrics
+    from simpul.seed import ChangeGenerator
+    from simpul.shutdown import Shutdown
+
+    config = _config()
+    serve_metrics(config.metrics.host, metrics_port(config, "changegen"))
+    generator = ChangeGenerator(config, seed=config.seed.seed if seed_value is None else seed_value, truth_dir=config.home / "truth")
+    summary = generator.run(rate, Shutdown().install(), parse_duration(duration) if duration else None)
+    out.print(summary)
+
+
+# --- schema registry ---------------------------------------------------------------------------
+
+
+@registry_app.command("run")
+def registry_run() -> None:
+    """Serve the schema registry at schema_registry.url, storing schemas in schema_registry.topic."""
+    from simpul.schemas.registry.server import run_registry
+    from simpul.shutdown import Shutdown
+
+    config = _config()
+    run_registry(config, Shutdown().install(), topic=config.schema_registry.topic)
+
+
+# --- the main job ------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run(
+    duration: Annotated[Optional[str], typer.Option("--for", help="End by itself after this long (e.g. 60s) with a summary.")] = None,
+    rate: Annotated[float, typer.Option(help="Live changes per second applied to the agency databases.", min=0.1)] = 20.0,
+) -> None:
+    """The main job on the local stack: stack up, seed if empty, live changes, live status."""
+    from simpul.mainjob import MainJob
+
+    MainJob(_config(), console=out).run(rate=rate, duration_s=parse_duration(duration) if duration else None)
+
+
+def main() -> None:
+    """Entry point of the ``simpul`` command."""
+    from simpul.stack import StackError
+
+    try:
+        app()
+    except (ConfigError, StackError) as exc:
+        err.print(f"[bold red]simpul:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""The one configuration of Simpul: ``simpul.yaml``, validated into typed models.
+
+The file is found by ``--config``, else ``$SIMPUL_CONFIG``, else ``./simpul.yaml``. Any value can be
+overridden from the environment as ``SIMPUL_<SECTION>__<KEY>`` (for example
+``SIMPUL_KAFKA__BOOTSTRAP_SERVERS``). Secrets never live in the file: a source names the
+environment variable that holds its connection string (``dsn_env``), and the value is read only
+when a command needs it.
+
+Every problem is reported as one :class:`ConfigError` whose message names the key and what is
+wrong, so the command line can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_FILE = "simpul.yaml"
+CONFIG_ENV = "SIMPUL_CONFIG"
+
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+_IDENTIFIER = r"^[a-z][a-z0-9_]*$"
+_SECRET_WORDS = ("dsn", "password", "secret", "key", "token")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with a message that names the key and what is wrong."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- the local stack (only used by `simpul stack` and the tests) -------------------------------
+
+
+class LocalKafka(_Section):
+    """Kafka started from Maven Central jars. Node ``i`` (1-based) listens on ``port + i - 1``."""
+
+    version: str = "4.1.1"
+    nodes: int = Field(1, ge=1, le=5)
+    port: int = Field(19092, ge=1024, le=65000)
+    controller_port: int = Field(19192, ge=1024, le=65000)
+    heap_mb: int = Field(512, ge=128, le=8192)
+
+
+class LocalPostgres(_Section):
+    """A PostgreSQL cluster with ``wal_level=logical`` holding the PostgreSQL agency databases."""
+
+    port: int = Field(15432, ge=1024, le=65535)
+    user: str = Field("simpul", pattern=_IDENTIFIER)
+    password_env: str = Field("SIMPUL_PG_PASSWORD", pattern=_ENV_NAME)
+
+
+class LocalMariaDB(_Section):
+    """A MariaDB server with a row-based, full-image binlog holding the MySQL-family agency databases."""
+
+    port: int = Field(13306, ge=1024, le=65535)
+    user: str = Field("simpul", pattern=_IDENTIFIER)
+    password_env: str = Field("SIMPUL_MARIADB_PASSWORD", pattern=_ENV_NAME)
+
+
+class StackSettings(_Section):
+    """Where and on which loopback ports the local stack runs."""
+
+    home: Path = Path(".simpul")
+    kafka: LocalKafka = LocalKafka()
+    postgres: LocalPostgres = LocalPostgres()
+    mariadb: LocalMariaDB = LocalMariaDB()
+
+
+# --- the pipeline --------------------------------------------------------------------------------
+
+
+class KafkaSettings(_Section):
+    """The Kafka cluster Simpul reads from and writes to."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    partitions: int = Field(8, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=7)
+    client: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Extra librdkafka properties for every client."
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {server.strip()!r}")
+        return value
+
+
+class SchemaRegistrySettings(_Section):
+    """A Confluent-compatible schema registry (Simpul's own in the local stack)."""
+
+    url: str = Field("http://127.0.0.1:18081", pattern=r"^https?://[^/\s]+(/.*)?$")
+    topic: str = Field("_schemas", pattern=r"^[a-zA-Z0-9._\-]+$", description="Storage topic of Simpul's own registry.")
+
+
+class SourceSettings(_Section):
+    """One agency database captured by a CDC connector."""
+
+    name: str = Field(pattern=_IDENTIFIER)
+    agency: str = Field(description="The agency (OPD) that owns the database, e.g. Disdukcapil.")
+    kind: Literal["postgres", "mysql"]
+    dsn_env: str = Field(pattern=_ENV_NAME, description="Environment variable holding the connection string.")
+    database: str = Field(pattern=_IDENTIFIER)
+    topic_prefix: str = Field(pattern=r"^[a-zA-Z0-9_\-]+$")
+    tables: list[str] = Field(min_length=1)
+
+    @field_validator("tables")
+    @classmethod
+    def _qualified(cls, tables: list[str]) -> list[str]:
+        for table in tables:
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*\.[a-zA-Z_][a-zA-Z0-9_]*", table):
+                raise ValueError(f"{table!r} is not <schema>.<table> (PostgreSQL) or <database>.<table> (MySQL)")
+        if len(set(tables)) != len(tables):
+            raise ValueError("a table is listed twice")
+        return tables
+
+    def dsn(self) -> str:
+        """The connection string, read from the environment variable this source names."""
+        return require_env(self.dsn_env, f"sources.{self.name}.dsn_env")
+
+
+class ProcessorSettings(_Section):
+    """The stream processors (Faust application)."""
+
+    app_id: str = Field("simpul-resolver", pattern=r"^[a-zA-Z0-9_\-]+$")
+    store: str = Field("rocksdb://", pattern=r"^(rocksdb|memory)://")
+
+
+class MasterIndexSettings(_Section):
+    """The master citizen index database."""
+
+    dsn_env: str = Field("SIMPUL_MASTER_DSN", pattern=_ENV_NAME)
+    database: str = Field("simpul_master", pattern=_IDENTIFIER)
+
+    def dsn(self) -> str:
+        """The connection string, read from the environment variable this sink names."""
+        return require_env(self.dsn_env, "sinks.master_index.dsn_env")
+
+
+class SinkSettings(_Section):
+    """Where the results go."""
+
+    master_index: MasterIndexSettings = MasterIndexSettings()
+
+
+class MetricsSettings(_Section):
+    """Every component serves Prometheus metrics on ``host:port + offset`` (see ``simpul.metrics``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9400, ge=1024, le=65000)
+
+
+class SeedSettings(_Section):
+    """Defaults of the synthetic Kota Serang used by ``simpul seed`` and ``make run``."""
+
+    seed: int = 20250601
+    citizens: int = Field(768_377, ge=10)
+    demo_citizens: int = Field(20_000, ge=10)
+
+
+class SimpulConfig(BaseSettings):
+    """The whole of ``simpul.yaml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SIMPUL_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    stack: StackSettings = StackSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+    sources: list[SourceSettings] = Field(default_factory=list)
+    processors: ProcessorSettings = ProcessorSettings()
+    sinks: SinkSettings = SinkSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    seed: SeedSettings = SeedSettings()
+    base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file; relative paths start here.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init kwargs; the environment overrides them.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> "SimpulConfig":
+        names = [source.name for source in self.sources]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"sources: the name {duplicated[0]!r} is used twice")
+        return self
+
+    def source(self, name: str) -> SourceSettings:
+        """The source called ``name``, or a :class:`ConfigError` listing the known ones."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"sources: no source named {name!r} (configured: {known})")
+
+    def path(self, value: Path) -> Path:
+        """A path from the config, resolved against the config file's folder."""
+        return value if value.is_absolute() else (self.base_dir / value).resolve()
+
+    @property
+    def home(self) -> Path:
+        """The one folder that holds the local stack's data, logs and generated secrets."""
+        return self.path(self.stack.home)
+
+
+def require_env(name: str, key: str) -> str:
+    """The value of environment variable ``name``; a :class:`ConfigError` naming ``key`` if unset."""
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"{key}: environment variable {name} is not set (it must hold the secret, not the file)")
+    return value
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Export ``KEY=VALUE`` lines of ``path`` (the local stack's generated secrets) into the
+    environment, without overriding anything already set there. Returns what the file held."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.lstrip().startswith("#"):
+            values[key.strip()] = value.strip()
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+    return values
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Which config file to read: the flag, else ``$SIMPUL_CONFIG``, else ``./simpul.yaml``."""
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> SimpulConfig:
+    """Read and validate the config file; raise :class:`ConfigError` with one clear message."""
+    path = config_path(explicit)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (pass --config or set {CONFIG_ENV})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(raw).__name__}")
+    return parse_config(raw, base_dir=path.resolve().parent, origin=str(path))
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path = Path("."), origin: str = "config") -> SimpulConfig:
+    """Validate an already-parsed mapping (what ``simpul.yaml`` holds)."""
+    try:
+        return SimpulConfig(**raw, base_dir=base_dir)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {describe_validation_error(exc, raw)}") from None
+
+
+def describe_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:
+    """The first error as ``key.path: what is wrong``, with source names instead of list indexes."""
+    problems = []
+    for error in exc.errors():
+        key = _dotted(error["loc"], raw)
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown key")
+        elif error["type"] == "missing":
+            problems.append(f"{key}: required key is missing")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            value = error.get("input")
+            # A secret typed where a variable name belongs must not reach the terminal or a log.
+            secretive = any(word in key.lower() for word in _SECRET_WORDS)
+            plain = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+            shown = f" (got {value!r})" if plain and not secretive else ""
+            problems.append(f"{key}: {message}{shown}")
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+def _dotted(loc: tuple[Any, ...], raw: Any) -> str:
+    parts: list[str] = []
+    node = raw
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and part < len(node):
+            item = node[part]
+            name = item.get("name") if isinstance(item, dict) else None
+            parts.append(str(name) if name else f"[{part}]")
+            node = item
+        else:
+            parts.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"

@@ -1,0 +1,1 @@
+"""Sinks: the master citizen index and the feedback to agencies."""

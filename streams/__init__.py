@@ -1,0 +1,1 @@
+"""Stream processors: normalise agency records, drop repeated events, resolve citizens."""
