@@ -6,6 +6,8 @@ on stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Optional
@@ -48,6 +50,11 @@ def _config() -> SimpulConfig:
 @app.callback()
 def _main(config: ConfigOption = None) -> None:
     _State.config_file = config
+    level = os.environ.get("SIMPUL_LOG_LEVEL", "INFO").upper()
+    if level not in logging.getLevelNamesMapping():
+        raise ConfigError(f"SIMPUL_LOG_LEVEL: unknown level {level!r} (use DEBUG, INFO, WARNING or ERROR)")
+    # Log lines carry counts, positions and names of tables, never personal data.
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def parse_duration(text: str) -> float:
@@ -196,7 +203,7 @@ def main() -> None:
     try:
         app()
     except (ConfigError, StackError) as exc:
-        err.print(f"[bold red]simpul:[/] {exc}", highlight=False)
+        err.print(f"[bold red]simpul:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,13 @@ def test_cli_prints_one_line_and_no_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "kafka.partitions: Input should be greater than or equal to 1" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_refuses_an_unknown_log_level() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simpul.cli", "--config", str(ROOT / "simpul.yaml"), "config", "check"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "SIMPUL_LOG_LEVEL": "chatty"},
+    )
+    assert result.returncode == 2
+    assert "SIMPUL_LOG_LEVEL: unknown level 'CHATTY'" in result.stderr
+    assert "Traceback" not in result.stderr

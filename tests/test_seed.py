@@ -14,7 +14,7 @@ import pytest
 
 from simpul.seed import agencies
 from simpul.seed.agencies import TABLES, ZERO_DATE, realism_report, table_rows
-from simpul.seed.db import mysql_params
+from simpul.databases import mysql_params
 from simpul.seed.geography import KECAMATAN, KELURAHAN
 from simpul.seed.names import (
     MUHAMMAD_ABBREVIATIONS,
@@ -174,7 +174,7 @@ def _truth_counts(truth_dir: Path, name: str) -> Counter[str]:
 @pytest.mark.stack
 def test_seed_loads_city_and_truth_and_live_changes(stack_config, tmp_path):
     from simpul.seed import ChangeGenerator, is_seeded, seed_city
-    from simpul.seed.db import connect_mysql, connect_postgres
+    from simpul.databases import connect_mysql, connect_postgres
     from simpul.seed.truth import read_records
     from simpul.shutdown import Shutdown
 

@@ -25,7 +25,7 @@ from prometheus_client import Counter
 from simpul.config import SimpulConfig
 from simpul.metrics import metric_name
 from simpul.seed import agencies
-from simpul.seed.db import connect_mysql, connect_postgres
+from simpul.databases import connect_mysql, connect_postgres
 from simpul.seed.geography import KECAMATAN, KELURAHAN
 from simpul.seed.loader import MYSQL_SEED_SQL_MODE, SeedError
 from simpul.seed.names import PersonName, generate_name, parse_registered

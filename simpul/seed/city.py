@@ -13,7 +13,7 @@ import pymysql
 from simpul.config import SimpulConfig
 from simpul.progress import progress
 from simpul.seed.agencies import TABLES, AgencyTable, table_rows
-from simpul.seed.db import connect_mysql, connect_postgres
+from simpul.databases import connect_mysql, connect_postgres
 from simpul.seed.loader import load_mysql, load_postgres
 from simpul.seed.population import Population, generate_population
 from simpul.seed.truth import TruthWriter

@@ -20,7 +20,7 @@ import pymysql
 from simpul.config import SourceSettings
 from simpul.progress import progress
 from simpul.seed.agencies import SEED_MARK, AgencyTable, Row
-from simpul.seed.db import connect_mysql, connect_postgres
+from simpul.databases import connect_mysql, connect_postgres
 from simpul.seed.truth import TruthWriter
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Opening a connection to an agency database from its configured source."""
+"""Opening a connection to an agency database from its configured source (the one way Simpul does it)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def mysql_params(dsn: str) -> dict[str, Any]:
     }
 
 
-def connect_postgres(source: SourceSettings) -> psycopg.Connection[Any]:
+def connect_postgres(source: SourceSettings, application_name: str = "simpul") -> psycopg.Connection[Any]:
     """A psycopg connection to a PostgreSQL source (not in autocommit)."""
     if source.kind != "postgres":
         raise ConfigError(f"sources.{source.name}: expected kind postgres, got {source.kind}")
-    return psycopg.connect(source.dsn(), application_name="simpul-seed")
+    return psycopg.connect(source.dsn(), application_name=application_name)
 
 
 def connect_mysql(source: SourceSettings) -> pymysql.connections.Connection:
