@@ -17,13 +17,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from simpul.config import SchemaRegistrySettings, SimpulConfig
+from simpul.kafka import create_topics
 from simpul.schemas.registry import RegistryServer, RegistrySettings
 from simpul.schemas.registry.service import RegistryError, RegistryService, SchemaRequest
 from simpul.schemas.registry.state import RegistryState
@@ -338,8 +339,7 @@ def test_restart_serves_the_same_ids_and_versions(stack_config: SimpulConfig, st
 def test_serializers_round_trip_through_a_real_topic(registry: RegistryServer, stack_config: SimpulConfig, unique_name: str) -> None:
     topic = f"{unique_name}.public.orders"
     bootstrap = stack_config.kafka.bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, stack_config.kafka.replication_factor)])[topic].result(30)
+    create_topics({"bootstrap.servers": bootstrap}, [NewTopic(topic, 1, stack_config.kafka.replication_factor)])
     client = client_for(registry)
     theirs = AvroSerializer(client, json.dumps(V1))
     ours = SchemaRegistrar(client).encoder(topic, V2)

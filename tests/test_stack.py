@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from simpul.config import SimpulConfig, parse_config
+from simpul.kafka import create_topics
 from simpul.stack import LocalStack, ServiceStatus, StackError
 
 pytestmark = pytest.mark.stack
@@ -81,8 +82,7 @@ def leftover_processes(home: Path) -> list[str]:
 
 def round_trip(bootstrap: str, topic: str, partitions: int, replication: int, acks: str) -> list[bytes]:
     """Create ``topic``, produce three messages, and consume them back."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, replication)])[topic].result(timeout=30)
+    create_topics({"bootstrap.servers": bootstrap}, [NewTopic(topic, partitions, replication)])
     producer = Producer({"bootstrap.servers": bootstrap, "acks": acks, "enable.idempotence": True})
     for n in range(3):
         producer.produce(topic, key=b"k", value=f"message-{n}".encode())

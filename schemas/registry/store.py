@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
+
+from simpul.kafka import TopicError, create_topics, reliable_producer_config
 
 Apply = Callable[[bytes, bytes | None], None]
 
@@ -40,7 +42,7 @@ class KafkaStore:
         common = {"bootstrap.servers": settings.bootstrap_servers, **settings.client}
         self._common = common
         self._producer = Producer(
-            {**common, "enable.idempotence": True, "acks": "all", "linger.ms": 0, "client.id": "simpul-registry"}
+            reliable_producer_config({**common, "linger.ms": 0, "client.id": "simpul-registry"})
         )
         self._consumer = Consumer(
             {
@@ -61,19 +63,16 @@ class KafkaStore:
 
     def ensure_topic(self) -> None:
         """Create the storage topic (compacted, one partition) unless it exists."""
-        admin = AdminClient(self._common)
         topic = NewTopic(
             self._settings.topic,
             num_partitions=1,
             replication_factor=self._settings.replication_factor,
             config={"cleanup.policy": "compact"},
         )
-        future = admin.create_topics([topic], operation_timeout=self._settings.timeout_s)[self._settings.topic]
         try:
-            future.result(timeout=self._settings.timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise StoreError(f"cannot create storage topic {self._settings.topic!r}: {exc}") from exc
+            create_topics(self._common, [topic], self._settings.timeout_s)
+        except TopicError as exc:
+            raise StoreError(f"storage topic: {exc}") from exc
 
     def end_offset(self, cached: bool = False) -> int:
         """The offset after the last record. ``cached`` answers from the last fetch response
@@ -81,13 +80,19 @@ class KafkaStore:
         if not self._started:
             self._consumer.assign([TopicPartition(self._settings.topic, 0, OFFSET_BEGINNING)])
             self._started = True
-        try:
-            _, end = self._consumer.get_watermark_offsets(
-                self._partition, timeout=self._settings.timeout_s, cached=cached
-            )
-        except KafkaException as exc:
-            raise StoreError(f"cannot read the end offset of {self._settings.topic!r}: {exc}") from exc
-        return max(end, 0)
+        deadline = time.monotonic() + self._settings.timeout_s
+        while True:
+            try:
+                _, end = self._consumer.get_watermark_offsets(
+                    self._partition, timeout=self._settings.timeout_s, cached=cached
+                )
+                return max(end, 0)
+            except KafkaException as exc:
+                # This client's metadata may not know a just-created topic yet: ask again shortly.
+                unknown = exc.args[0].code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART)
+                if not unknown or time.monotonic() > deadline:
+                    raise StoreError(f"cannot read the end offset of {self._settings.topic!r}: {exc}") from exc
+                time.sleep(0.1)
 
     def catch_up(self, apply: Apply) -> int:
         """Apply every record up to the topic's current end; the number applied."""

@@ -1,0 +1,58 @@
+"""Kafka clients and topics, the one way Simpul makes them (confluent-kafka underneath)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from simpul.config import KafkaSettings
+
+ClientConfig = dict[str, Any]
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created, or did not become usable in time."""
+
+
+def client_config(kafka: KafkaSettings, **overrides: Any) -> ClientConfig:
+    """librdkafka settings for a client of ``kafka``: bootstrap servers, the configured extras,
+    then ``overrides`` (dots spelled as underscores are not accepted: pass a dict for those)."""
+    return {"bootstrap.servers": kafka.bootstrap_servers, **kafka.client, **overrides}
+
+
+def reliable_producer_config(base: Mapping[str, Any]) -> ClientConfig:
+    """A producer that neither loses nor reorders nor duplicates on retry: idempotent, acks=all."""
+    return {**base, "enable.idempotence": True, "acks": "all"}
+
+
+def create_topics(base: Mapping[str, Any], topics: Sequence[NewTopic], timeout_s: float = 30.0) -> None:
+    """Create ``topics`` unless they exist, then wait until every partition has a leader.
+
+    The wait matters: a topic the controller has just created is not yet known to every broker,
+    and a client that asks at once gets "unknown partition".
+    """
+    admin = AdminClient(dict(base))
+    futures = admin.create_topics(list(topics), operation_timeout=timeout_s)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise TopicError(f"cannot create topic {name!r}: {exc.args[0].str()}") from exc
+    deadline = time.monotonic() + timeout_s
+    for topic in topics:
+        while not _has_leaders(admin, topic.topic):
+            if time.monotonic() > deadline:
+                raise TopicError(f"topic {topic.topic!r} has partitions without a leader after {timeout_s:.0f} s")
+            time.sleep(0.1)
+
+
+def _has_leaders(admin: AdminClient, topic: str) -> bool:
+    metadata = admin.list_topics(topic, timeout=5).topics.get(topic)
+    if metadata is None or metadata.error is not None or not metadata.partitions:
+        return False
+    return all(partition.leader >= 0 for partition in metadata.partitions.values())
