@@ -79,12 +79,15 @@ class MainJob:
         self.console.print(f"metrics: http://{self.config.metrics.host}:{port}/metrics")
 
         generator = ChangeGenerator(self.config, seed=int(time.time()), truth_dir=truth_dir)
-        result: dict[str, object] = {}
-        worker = threading.Thread(
-            target=lambda: result.setdefault("summary", generator.run(rate, shutdown, None)),
-            name="change-generator",
-            daemon=True,
-        )
+        failure: list[BaseException] = []
+
+        def drive_changes() -> None:
+            try:
+                generator.run(rate, shutdown, None)
+            except BaseException as exc:  # reported below; the job must not hide a dead worker
+                failure.append(exc)
+
+        worker = threading.Thread(target=drive_changes, name="change-generator", daemon=True)
         worker.start()
         live_started = time.monotonic()
         with Live(console=self.console, refresh_per_second=2, transient=False) as live:
@@ -107,6 +110,10 @@ class MainJob:
         )
         if worker.is_alive():
             self.console.print("[red]the change generator did not stop within 30 s")
+            raise SystemExit(1)
+        if failure:
+            # The class only: a database error's text can quote row values (personal data).
+            self.console.print(f"[red]the change generator stopped early: {type(failure[0]).__name__}")
             raise SystemExit(1)
 
     def _status(self, counts: ChangeCounts, elapsed: float, rate: float) -> Group:

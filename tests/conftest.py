@@ -12,9 +12,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
+import pymysql
 import pytest
 
 from simpul.config import SimpulConfig, load_config, load_env_file
+from simpul.databases import mysql_params
 
 TEST_CONFIG = Path(__file__).with_name("simpul.test.yaml")
 
@@ -42,3 +45,44 @@ def stack_config(test_config: SimpulConfig) -> Iterator[SimpulConfig]:
 def unique_name() -> str:
     """A name no other test uses, for topics, databases, slots and consumer groups."""
     return f"t_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def agency_config(stack_config: SimpulConfig, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpulConfig]:
+    """The test config with every agency database replaced by a new, empty one of this test's
+    own (dropped afterwards), so tests that seed or capture never see each other's rows."""
+    sources, created = [], []
+    for source in stack_config.sources:
+        database = f"{source.database}_{unique_name}"
+        dsn = f"{source.dsn().rsplit('/', 1)[0]}/{database}"
+        env = f"SIMPUL_TEST_{source.name.upper()}_{unique_name.upper()}_DSN"
+        _create_database(source.kind, source.dsn(), database)
+        created.append((source.kind, source.dsn(), database))
+        monkeypatch.setenv(env, dsn)
+        tables = source.tables
+        if source.kind == "mysql":
+            tables = [f"{database}.{table.split('.', 1)[1]}" for table in tables]
+        sources.append(source.model_copy(update={"database": database, "dsn_env": env, "tables": tables}))
+    yield stack_config.model_copy(update={"sources": sources})
+    for kind, admin_dsn, database in created:
+        _drop_database(kind, admin_dsn, database)
+
+
+def _create_database(kind: str, admin_dsn: str, database: str) -> None:
+    if kind == "postgres":
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{database}"')
+    else:
+        conn = pymysql.connect(**{**mysql_params(admin_dsn), "autocommit": True})
+        with conn, conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
+
+
+def _drop_database(kind: str, admin_dsn: str, database: str) -> None:
+    if kind == "postgres":
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    else:
+        conn = pymysql.connect(**{**mysql_params(admin_dsn), "autocommit": True})
+        with conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")

@@ -36,7 +36,7 @@ def test_bounded_run_ends_with_a_summary(stack_config) -> None:
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output
     assert "Summary" in output
-    for service in ("kafka-1", "postgres", "mariadb"):
+    for service in ("kafka-1", "postgres", "mariadb", "registry"):
         assert service in output, output
     match = re.search(r"([\d,]+) live changes committed in ([\d.]+)s", output)
     assert match, output

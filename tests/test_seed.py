@@ -172,19 +172,19 @@ def _truth_counts(truth_dir: Path, name: str) -> Counter[str]:
 
 
 @pytest.mark.stack
-def test_seed_loads_city_and_truth_and_live_changes(stack_config, tmp_path):
+def test_seed_loads_city_and_truth_and_live_changes(agency_config, tmp_path):
     from simpul.seed import ChangeGenerator, is_seeded, seed_city
     from simpul.databases import connect_mysql, connect_postgres
     from simpul.seed.truth import read_records
     from simpul.shutdown import Shutdown
 
     truth_dir = tmp_path / "truth"
-    summary = seed_city(stack_config, citizens=3_000, seed=SEED, truth_dir=truth_dir)
-    assert summary.citizens == 3_000 and is_seeded(stack_config)
+    summary = seed_city(agency_config, citizens=3_000, seed=SEED, truth_dir=truth_dir)
+    assert summary.citizens == 3_000 and is_seeded(agency_config)
     truth_counts = _truth_counts(truth_dir, "records.csv.gz")
 
     for table in TABLES:
-        source = stack_config.source(table.source)
+        source = agency_config.source(table.source)
         if source.kind == "postgres":
             with connect_postgres(source) as conn:
                 (count,) = conn.execute(f"SELECT count(*) FROM {table.table}").fetchone()
@@ -208,27 +208,27 @@ def test_seed_loads_city_and_truth_and_live_changes(stack_config, tmp_path):
         for line in handle:
             person_id, nik, sex, birth = line.strip().split(",")
             persons[int(person_id)] = (nik, sex, date.fromisoformat(birth))
-    with connect_postgres(stack_config.source("disdukcapil")) as conn:
+    with connect_postgres(agency_config.source("disdukcapil")) as conn:
         for record in [r for r in records if r.table == "public.penduduk"][:50]:
             row = conn.execute("SELECT nik, tanggal_lahir FROM public.penduduk WHERE nik = %s", (record.record_key,)).fetchone()
             assert row == (persons[record.person_id][0], persons[record.person_id][2])
-    with connect_postgres(stack_config.source("dinkes")) as conn:
+    with connect_postgres(agency_config.source("dinkes")) as conn:
         for record in [r for r in records if r.table == "public.pasien"][:50]:
             row = conn.execute("SELECT jk FROM public.pasien WHERE no_rm = %s", (record.record_key,)).fetchone()
             assert row == (persons[record.person_id][1],)
 
-    conn = connect_mysql(stack_config.source("disnaker"))
+    conn = connect_mysql(agency_config.source("disnaker"))
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ak1_pencari_kerja WHERE CAST(tgl_lahir AS CHAR) = '0000-00-00'")
         assert cur.fetchone()[0] > 0
     conn.close()
 
-    generator = ChangeGenerator(stack_config, seed=SEED, truth_dir=truth_dir)
+    generator = ChangeGenerator(agency_config, seed=SEED, truth_dir=truth_dir)
     changes = generator.run(50.0, Shutdown(), duration_s=3.0)
     assert 100 <= changes.total <= 160
     live = list(read_records(truth_dir))[len(records):]
     created = sum(n for (agency, kind), n in changes.counts.items() if kind in ("birth", "new_kk", "registration"))
     assert len(live) == created
-    with connect_postgres(stack_config.source("disdukcapil")) as conn:
+    with connect_postgres(agency_config.source("disdukcapil")) as conn:
         (count,) = conn.execute("SELECT count(*) FROM public.penduduk").fetchone()
         assert count == 3_000 + changes.counts.get(("disdukcapil", "birth"), 0)

@@ -42,6 +42,8 @@ def stack_config(name: str, kafka_port: int, controller_port: int, pg_port: int,
             "mariadb": {"port": maria_port, "password_env": "TEST_STACK_MARIADB_PASSWORD"},
         },
         "kafka": {"bootstrap_servers": f"127.0.0.1:{kafka_port}"},
+        "schema_registry": {"url": f"http://127.0.0.1:{pg_port + 500}"},
+        "metrics": {"port": pg_port + 400},
         "sources": [
             {
                 "name": "agency_pg", "agency": "Test PG", "kind": "postgres", "dsn_env": "TEST_STACK_PG_DSN",
@@ -117,7 +119,8 @@ def single() -> Iterator[tuple[LocalStack, list[ServiceStatus]]]:
 def test_up_reports_every_service_running(single: tuple[LocalStack, list[ServiceStatus]]) -> None:
     stack, started = single
     by_name = {s.name: s for s in started}
-    assert set(by_name) == {"kafka-1", "postgres", "mariadb"}
+    assert set(by_name) == {"kafka-1", "postgres", "mariadb", "registry"}
+    assert by_name["registry"].address == "http://127.0.0.1:39932"
     assert by_name["kafka-1"].address == "127.0.0.1:39092"
     assert by_name["postgres"].address == "127.0.0.1:39432"
     assert by_name["mariadb"].address == "127.0.0.1:39306"
@@ -185,16 +188,17 @@ def test_mariadb_has_a_full_row_binlog(single: tuple[LocalStack, list[ServiceSta
         assert "ALL PRIVILEGES ON *.*" in grants
 
 
-@pytest.mark.parametrize("service", ["kafka", "postgres", "mariadb"])
+@pytest.mark.parametrize("service", ["kafka", "postgres", "mariadb", "registry"])
 def test_busy_port_is_named(service: str) -> None:
     config = stack_config("busy", 39700, 39710, 39720, 39730)
-    port = {"kafka": 39700, "postgres": 39720, "mariadb": 39730}[service]
+    port = {"kafka": 39700, "postgres": 39720, "mariadb": 39730, "registry": 40220}[service]
+    key = "schema_registry.url" if service == "registry" else f"stack.{service}.port"
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()
         with pytest.raises(StackError, match=rf"port {port} .*in use") as error:
             LocalStack(config).up(services=(service,))
-    assert f"stack.{service}.port" in str(error.value)
+    assert key in str(error.value)
     assert not any(s.running for s in LocalStack(config).status())
 
 
@@ -216,7 +220,7 @@ def test_up_restarts_a_killed_server_with_its_data(single: tuple[LocalStack, lis
 def test_down_stops_everything(single: tuple[LocalStack, list[ServiceStatus]]) -> None:
     stack, started = single
     stopped = stack.down()
-    assert sorted(stopped) == ["kafka-1", "mariadb", "postgres"]
+    assert sorted(stopped) == ["kafka-1", "mariadb", "postgres", "registry"]
     assert not any(s.running for s in stack.status())
     assert leftover_processes(stack.config.home) == []
     assert [s.name for s in started if Path(f"/proc/{s.pid}").exists()] == []

@@ -20,6 +20,7 @@ from simpul.seed.geography import KELURAHAN
 from simpul.seed.names import MUHAMMAD_FAMILY, abbreviate_muhammad, modern_spelling, nickname, typo
 from simpul.seed.population import (
     ANAK,
+    BLOOD_TYPES,
     CUCU,
     ISTRI,
     KEPALA,
@@ -557,6 +558,9 @@ def _wrong_birth_date(birth: date, rng: random.Random) -> date:
     return birth.replace(year=birth.year + rng.choice((-1, 1)), day=min(birth.day, 28))
 
 
+_BLOOD_GROUPS = frozenset(group for group, _ in BLOOD_TYPES)
+
+
 def dinkes_patient(person: Person, household: Household, family: Sequence[Person], rng: random.Random, registered: datetime) -> Row:
     """One patient row (without ``no_rm``, which the caller numbers); ``family``: the KK's members."""
     age = person.age()
@@ -576,7 +580,8 @@ def dinkes_patient(person: Person, household: Household, family: Sequence[Person
         dinkes_address(household, rng),
         kelurahan,
         format_phone(phone, rng) if phone else None,
-        person.blood_type if rng.random() < 0.7 else None,
+        # Disdukcapil records a newborn's blood type as TIDAK TAHU; the clinic leaves it empty.
+        person.blood_type if person.blood_type in _BLOOD_GROUPS and rng.random() < 0.7 else None,
         registered,
     )
 

@@ -209,13 +209,16 @@ class ChangeGenerator:
         try:
             getattr(self, f"_{agency}_{kind}")()
             return True
-        except (psycopg.errors.IntegrityError, pymysql.err.IntegrityError):
-            # Another writer took the same key; this change is dropped, the next one goes on.
+        except (psycopg.Error, pymysql.err.MySQLError) as exc:
+            # One change the database refuses (another writer took the key, a value it rejects)
+            # is rolled back and counted; the generator goes on with the next one. The error's
+            # class and SQLSTATE are logged, never its detail, which can quote row values.
             for conn in self._pg.values():
                 conn.rollback()
             self._my.rollback()
             FAILURES.labels(agency, kind).inc()
-            log.warning("live change %s/%s rolled back on a conflict", agency, kind)
+            code = getattr(exc, "sqlstate", None) or (exc.args[0] if exc.args else "")
+            log.warning("live change %s/%s rolled back: %s (%s)", agency, kind, type(exc).__name__, code)
             return False
 
     def _disdukcapil_birth(self) -> None:

@@ -11,8 +11,9 @@ from simpul.stack.kafka import KafkaCluster
 from simpul.stack.mariadb import MariaDBServer
 from simpul.stack.postgres import PostgresServer
 from simpul.stack.process import ServiceStatus, StackError, stop_processes
+from simpul.stack.registry import RegistryServer
 
-SERVICES = ("kafka", "postgres", "mariadb")
+SERVICES = ("kafka", "postgres", "mariadb", "registry")
 
 
 class LocalStack:
@@ -32,14 +33,17 @@ class LocalStack:
         kafka = KafkaCluster(self.config, kafka_nodes)
         postgres = PostgresServer(self.config)
         mariadb = MariaDBServer(self.config)
+        registry = RegistryServer(self.config)
         starters: dict[str, tuple[Callable[[], None], Callable[[], list[ServiceStatus]]]] = {
             "kafka": (kafka.preflight, kafka.start),
             "postgres": (postgres.preflight, lambda: postgres.start(env[self.config.stack.postgres.password_env])),
             "mariadb": (mariadb.preflight, lambda: mariadb.start(env[self.config.stack.mariadb.password_env])),
         }
-        chosen = [name for name in SERVICES if name in services]
+        chosen = [name for name in SERVICES if name in services and name != "registry"]
         for name in chosen:
             starters[name][0]()
+        if "registry" in services:
+            registry.preflight()
         # The servers are independent, so they start side by side (the JVM start dominates).
         with ThreadPoolExecutor(max_workers=len(chosen) or 1) as pool:
             futures = [pool.submit(starters[name][1]) for name in chosen]
@@ -49,11 +53,14 @@ class LocalStack:
                 raise error  # a bug, not a setup problem: keep its traceback
         if errors:
             raise StackError("\n\n".join(str(error) for error in errors))
-        return [status for future in futures for status in future.result()]
+        statuses = [status for future in futures for status in future.result()]
+        # The registry keeps its schemas in Kafka, so it starts once Kafka answers.
+        return statuses + (registry.start() if "registry" in services else [])
 
     def down(self) -> list[str]:
         """Stop everything this stack home started (and nothing else); names of what was stopped."""
         processes = [
+            *RegistryServer(self.config).processes(),
             *KafkaCluster(self.config).processes(),
             *PostgresServer(self.config).processes(),
             *MariaDBServer(self.config).processes(),
@@ -66,6 +73,7 @@ class LocalStack:
             *KafkaCluster(self.config).status(),
             *PostgresServer(self.config).status(),
             *MariaDBServer(self.config).status(),
+            *RegistryServer(self.config).status(),
         ]
 
     def env(self) -> dict[str, str]:

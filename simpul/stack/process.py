@@ -230,10 +230,17 @@ def _alive(pid: int) -> bool:
 
 
 def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
+    # While a child is inside execve (Popen returns as soon as the exec begins), its cmdline reads
+    # empty for a moment: wait for the new program's, or a fresh server would look like a stranger.
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return ""
+        if cmdline or time.monotonic() > deadline:
+            return cmdline.replace(b"\0", b" ").decode(errors="replace")
+        time.sleep(0.01)
 
 
 def _kill(pid: int, sig: int) -> None:
