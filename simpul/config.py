@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,6 +106,34 @@ class SchemaRegistrySettings(_Section):
     topic: str = Field("_schemas", pattern=r"^[a-zA-Z0-9._\-]+$", description="Storage topic of Simpul's own registry.")
 
 
+class ColumnRule(_Section):
+    """What a connector does with one column before it leaves the agency (Debezium's
+    ``column.exclude.list``, ``column.mask.with.<n>.chars``, ``column.mask.hash...``)."""
+
+    column: str = Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*\.[a-zA-Z_][a-zA-Z0-9_]*\.[a-zA-Z_][a-zA-Z0-9_]*$")
+    action: Literal["exclude", "mask", "hash"]
+    mask_chars: int = Field(8, ge=1, le=64, description="For mask: the value becomes this many '*'.")
+    secret_env: str | None = Field(None, pattern=_ENV_NAME, description="For hash: the variable holding the HMAC key.")
+
+    @model_validator(mode="after")
+    def _hash_needs_secret(self) -> "ColumnRule":
+        if self.action == "hash" and not self.secret_env:
+            raise ValueError(f"{self.column}: action hash needs secret_env (the variable holding the HMAC key)")
+        return self
+
+
+class CaptureSettings(_Section):
+    """How a source's connector captures: slot, snapshot, heartbeats, column rules."""
+
+    slot: str | None = Field(None, pattern=r"^[a-z0-9_]{1,63}$", description="PostgreSQL slot (default simpul_<source>).")
+    publication: str | None = Field(None, pattern=r"^[a-z0-9_]{1,63}$", description="PostgreSQL publication (default simpul_<source>).")
+    snapshot_mode: Literal["initial", "no_data", "always", "when_needed", "initial_only"] = "initial"
+    heartbeat_interval_ms: int = Field(10_000, ge=100, le=3_600_000)
+    server_id: int | None = Field(None, ge=1, le=4_294_967_295, description="MySQL replica server id (default derived from the name).")
+    max_batch_events: int = Field(10_000, ge=1, le=1_000_000)
+    columns: list[ColumnRule] = Field(default_factory=list)
+
+
 class SourceSettings(_Section):
     """One agency database captured by a CDC connector."""
 
@@ -115,6 +144,22 @@ class SourceSettings(_Section):
     database: str = Field(pattern=_IDENTIFIER)
     topic_prefix: str = Field(pattern=r"^[a-zA-Z0-9_\-]+$")
     tables: list[str] = Field(min_length=1)
+    capture: CaptureSettings = CaptureSettings()
+
+    @property
+    def slot_name(self) -> str:
+        """The replication slot of this source's PostgreSQL connector."""
+        return self.capture.slot or f"simpul_{self.name}"
+
+    @property
+    def publication_name(self) -> str:
+        """The publication of this source's PostgreSQL connector."""
+        return self.capture.publication or f"simpul_{self.name}"
+
+    @property
+    def server_id(self) -> int:
+        """The server id this source's MySQL connector replicates as (stable per name)."""
+        return self.capture.server_id or 5400 + zlib.crc32(self.name.encode()) % 100_000
 
     @field_validator("tables")
     @classmethod
@@ -125,6 +170,14 @@ class SourceSettings(_Section):
         if len(set(tables)) != len(tables):
             raise ValueError("a table is listed twice")
         return tables
+
+    @model_validator(mode="after")
+    def _rules_name_captured_tables(self) -> "SourceSettings":
+        for rule in self.capture.columns:
+            table = rule.column.rsplit(".", 1)[0]
+            if table not in self.tables:
+                raise ValueError(f"capture.columns: {rule.column!r} is not a column of a captured table ({', '.join(self.tables)})")
+        return self
 
     def dsn(self) -> str:
         """The connection string, read from the environment variable this source names."""

@@ -28,7 +28,7 @@ from simpul.kafka import create_topics
 from simpul.schemas.registry import RegistryServer, RegistrySettings
 from simpul.schemas.registry.service import RegistryError, RegistryService, SchemaRequest
 from simpul.schemas.registry.state import RegistryState
-from simpul.schemas.registry.store import Apply
+from simpul.kafka_store import Apply
 from simpul.schemas.wire import ConfluentAvroDecoder, SchemaRegistrar
 
 V1 = {"type": "record", "name": "Value", "namespace": "t", "fields": [{"name": "id", "type": "int"}]}

@@ -22,7 +22,7 @@ from simpul.metrics import metrics_port, serve_metrics
 from simpul.schemas.registry.api import RegistryMetrics, RegistryRequestHandler
 from simpul.schemas.registry.service import RegistryService
 from simpul.schemas.registry.state import RegistryState
-from simpul.schemas.registry.store import KafkaStore, StoreSettings
+from simpul.kafka_store import KafkaStore, StoreSettings
 from simpul.shutdown import Shutdown
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from simpul.schemas.registry.state import (
     schema_key,
     schema_value,
 )
-from simpul.schemas.registry.store import Apply
+from simpul.kafka_store import Apply
 
 MAX_VERSION = 2**31 - 1
 

@@ -1,4 +1,5 @@
-"""The storage topic: a compacted, single-partition Kafka topic that is the registry's only state.
+"""A compacted, single-partition Kafka topic used as a small durable store (the schema registry's
+state, the CDC connectors' offsets).
 
 Writes are produced idempotently with ``acks=all`` and count once acknowledged; the reader then
 reads up to the acknowledged offset, so the in-memory state is always derived from the log alone.
@@ -31,6 +32,7 @@ class StoreSettings:
     replication_factor: int = 1
     client: Mapping[str, str | int | float | bool] = field(default_factory=dict)
     timeout_s: float = 30.0
+    client_id: str = "simpul-registry"
 
 
 class KafkaStore:
@@ -42,20 +44,20 @@ class KafkaStore:
         common = {"bootstrap.servers": settings.bootstrap_servers, **settings.client}
         self._common = common
         self._producer = Producer(
-            reliable_producer_config({**common, "linger.ms": 0, "client.id": "simpul-registry"})
+            reliable_producer_config({**common, "linger.ms": 0, "client.id": settings.client_id})
         )
         self._consumer = Consumer(
             {
                 **common,
                 # Never joins the group (partitions are assigned by hand) and never commits:
                 # every start replays the topic from the beginning.
-                "group.id": "simpul-registry-reader",
+                "group.id": f"{settings.client_id}-reader",
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 # Each write waits until this reader sees it: the default 500 ms long poll would
                 # make every registration take half a second.
                 "fetch.wait.max.ms": 50,
-                "client.id": "simpul-registry-reader",
+                "client.id": f"{settings.client_id}-reader",
             }
         )
         self._partition = TopicPartition(settings.topic, 0)

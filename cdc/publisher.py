@@ -1,0 +1,284 @@
+"""Publishing change events: Avro in the Confluent wire format, to Kafka, with positions confirmed
+only once Kafka has acknowledged everything before them.
+
+Every connector hands its events here. The publisher registers schemas (TopicNameStrategy),
+creates topics, produces with an idempotent ``acks=all`` producer partitioned like Java clients
+(murmur2, so Kafka Streams and Connect co-partition with us), and keeps the ordered list of
+*checkpoints* a connector marks after each source transaction. :meth:`EventPublisher.confirmed`
+answers the newest checkpoint whose events have all been acknowledged: the only position a
+connector may confirm to its database or store as its offset.
+
+Rows that cannot be encoded, and events whose new schema the registry refuses, go to the source's
+dead-letter topic as JSON with the reason and the source position, so the connector keeps going.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time as dtime
+from decimal import Decimal
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka.admin import NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from simpul.cdc import metrics
+from simpul.config import SimpulConfig, SourceSettings
+from simpul.kafka import client_config, create_topics, reliable_producer_config
+from simpul.schemas.wire import ConfluentAvroEncoder, SchemaRegistrar
+
+Position = dict[str, Any]
+
+HEARTBEAT_KEY_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "ServerNameKey",
+    "namespace": "io.debezium.connector.common",
+    "fields": [{"name": "serverName", "type": "string"}],
+    "connect.name": "io.debezium.connector.common.ServerNameKey",
+}
+HEARTBEAT_VALUE_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Heartbeat",
+    "namespace": "io.debezium.connector.common",
+    "fields": [{"name": "ts_ms", "type": "long"}],
+    "connect.name": "io.debezium.connector.common.Heartbeat",
+}
+
+
+class IncompatibleSchema(Exception):
+    """The registry refused a table's new schema (incompatible or invalid)."""
+
+
+class PublishError(RuntimeError):
+    """Kafka refused an event for good: the connector must stop without confirming past it."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A row set aside: why (a short ``reason`` code and a message), where it came from, and what it was."""
+
+    reason: str
+    message: str
+    table: str
+    position: Position
+    key: dict[str, Any] | None = None
+    row: dict[str, Any] | None = None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"base64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, (datetime, date, dtime)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, set, frozenset)):
+        return str(value) if isinstance(value, Decimal) else sorted(value)
+    return repr(value)
+
+
+def heartbeat_topic(source: SourceSettings) -> str:
+    """Debezium's heartbeat topic: ``__debezium-heartbeat.<prefix>``."""
+    return f"__debezium-heartbeat.{source.topic_prefix}"
+
+
+def dead_letter_topic(source: SourceSettings) -> str:
+    """Where the source's set-aside rows go: ``<prefix>.dlq``."""
+    return f"{source.topic_prefix}.dlq"
+
+
+class EventPublisher:
+    """Produces one source's events and tracks which positions are safe to confirm.
+
+    Single-threaded by design: delivery callbacks run inside :meth:`poll`/:meth:`flush` on the
+    caller's thread, so the bookkeeping needs no locks.
+    """
+
+    def __init__(self, config: SimpulConfig, source: SourceSettings, registrar: SchemaRegistrar | None = None) -> None:
+        self.config = config
+        self.source = source
+        base = client_config(config.kafka)
+        self._producer = Producer(
+            reliable_producer_config(
+                {
+                    **base,
+                    "client.id": f"simpul-cdc-{source.name}",
+                    "compression.type": "lz4",
+                    "linger.ms": 5,
+                    "partitioner": "murmur2_random",
+                    "queue.buffering.max.messages": 500_000,
+                    "queue.buffering.max.kbytes": 262_144,
+                }
+            )
+        )
+        self._registrar = registrar or SchemaRegistrar(SchemaRegistryClient({"url": config.schema_registry.url}))
+        self._topics: set[str] = set()
+        self._encoders: dict[tuple[int, bool], tuple[object, ConfluentAvroEncoder]] = {}
+        self._next_seq = 0
+        self._pending: dict[int, None] = {}
+        self._checkpoints: deque[tuple[int, Position]] = deque()
+        self._failure: KafkaError | None = None
+        self.dead_letters = 0
+
+    # --- topics and schemas ----------------------------------------------------------------------
+
+    def ensure_topics(self, topics: Iterable[str]) -> None:
+        """Create the topics not yet known to exist (partitions and replication from the config)."""
+        missing = [t for t in topics if t not in self._topics]
+        if not missing:
+            return
+        kafka = self.config.kafka
+        create_topics(client_config(kafka), [NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing])
+        self._topics.update(missing)
+
+    def encoder(self, topic: str, schema: dict[str, Any], is_key: bool) -> ConfluentAvroEncoder:
+        """The encoder of ``schema`` on ``topic``, registering it the first time it is seen.
+
+        Raises :class:`IncompatibleSchema` when the registry refuses it (HTTP 409 or 422).
+        """
+        cache_key = (id(schema), is_key)
+        cached = self._encoders.get(cache_key)
+        if cached is not None and cached[0] is schema:
+            return cached[1]
+        for attempt in range(8):
+            try:
+                encoder = self._registrar.encoder(topic, schema, is_key)
+                break
+            except SchemaRegistryError as exc:
+                if exc.http_status_code in (409, 422):
+                    raise IncompatibleSchema(f"{topic}-{'key' if is_key else 'value'}: {exc.error_message}") from exc
+                if attempt == 7:
+                    raise
+            except OSError:
+                if attempt == 7:
+                    raise
+            # The registry is restarting or briefly unreachable: back off, do not crash-loop.
+            time.sleep(min(0.25 * 2**attempt, 8))
+        # Holding ``schema`` in the cache keeps its id from being reused by another object.
+        self._encoders[cache_key] = (schema, encoder)
+        return encoder
+
+    # --- producing -------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        key_schema: dict[str, Any] | None,
+        key: dict[str, Any] | None,
+        envelope_schema: dict[str, Any] | None,
+        envelope: dict[str, Any] | None,
+        table: str,
+        op: str | None,
+        commit_ts_ms: int | None = None,
+    ) -> None:
+        """Produce one event (``envelope`` None: a tombstone). Encoding errors propagate to the
+        caller, which sets the row aside with :meth:`dead_letter`."""
+        key_bytes = self.encoder(topic, key_schema, True).encode(key) if key_schema is not None and key is not None else None
+        value_bytes = self.encoder(topic, envelope_schema, False).encode(envelope) if envelope is not None and envelope_schema is not None else None
+        self._produce(topic, key_bytes, value_bytes, commit_ts_ms)
+        if op is not None:
+            metrics.EVENTS.labels(self.source.name, table, op).inc()
+
+    def heartbeat(self, ts_ms: int) -> None:
+        """A Debezium heartbeat record, so a slot on an idle or filtered database can advance."""
+        topic = heartbeat_topic(self.source)
+        self.ensure_topics([topic])
+        key = self.encoder(topic, HEARTBEAT_KEY_SCHEMA, True).encode({"serverName": self.source.topic_prefix})
+        value = self.encoder(topic, HEARTBEAT_VALUE_SCHEMA, False).encode({"ts_ms": ts_ms})
+        self._produce(topic, key, value, None)
+        metrics.HEARTBEATS.labels(self.source.name).inc()
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        """Set a row aside on the dead-letter topic, with Kafka Connect's error headers."""
+        topic = dead_letter_topic(self.source)
+        self.ensure_topics([topic])
+        body = {
+            "source": self.source.name,
+            "table": letter.table,
+            "reason": letter.reason,
+            "message": letter.message,
+            "position": letter.position,
+            "key": letter.key,
+            "row": letter.row,
+            "ts_ms": int(time.time() * 1000),
+        }
+        headers = [
+            ("__connect.errors.topic", letter.table.encode()),
+            ("__connect.errors.exception.class.name", letter.reason.encode()),
+            ("__connect.errors.exception.message", letter.message.encode()[:4096]),
+        ]
+        key = json.dumps(letter.key, default=_json_default, sort_keys=True).encode() if letter.key else None
+        self._produce(topic, key, json.dumps(body, default=_json_default).encode(), None, headers)
+        metrics.DEAD_LETTERS.labels(self.source.name, letter.table, letter.reason).inc()
+        self.dead_letters += 1
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, commit_ts_ms: int | None, headers: list[tuple[str, bytes]] | None = None) -> None:
+        seq = self._next_seq
+        self._next_seq += 1
+        self._pending[seq] = None
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            del self._pending[seq]
+            if error is not None and self._failure is None:
+                self._failure = error
+            elif commit_ts_ms is not None:
+                metrics.COMMIT_TO_ACK.labels(self.source.name).observe(max(time.time() * 1000 - commit_ts_ms, 0) / 1000)
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                # The local queue is full: let deliveries drain it (bounded memory, back-pressure).
+                self._producer.poll(0.05)
+        self._raise_on_failure()
+
+    # --- positions -------------------------------------------------------------------------------
+
+    def checkpoint(self, position: Position) -> None:
+        """Mark that every event published so far belongs at or before ``position``."""
+        self._checkpoints.append((self._next_seq, position))
+
+    def confirmed(self) -> Position | None:
+        """The newest checkpoint all of whose events Kafka has acknowledged, once; None if no new one."""
+        self._producer.poll(0)
+        self._raise_on_failure()
+        lowest_pending = next(iter(self._pending), self._next_seq)
+        newest = None
+        while self._checkpoints and self._checkpoints[0][0] <= lowest_pending:
+            newest = self._checkpoints.popleft()[1]
+        metrics.QUEUE_DEPTH.labels(self.source.name).set(len(self._pending))
+        return newest
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Serve delivery reports; raise :class:`PublishError` if Kafka refused an event."""
+        self._producer.poll(timeout)
+        self._raise_on_failure()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every event is acknowledged (or ``timeout``)."""
+        remaining = self._producer.flush(timeout)
+        self._raise_on_failure()
+        if remaining:
+            raise PublishError(f"{remaining} event(s) still unacknowledged after {timeout:.0f} s")
+
+    @property
+    def in_flight(self) -> int:
+        """Events produced and not yet acknowledged."""
+        return len(self._pending)
+
+    def _raise_on_failure(self) -> None:
+        if self._failure is not None:
+            raise PublishError(f"Kafka refused an event: {self._failure.str()}")
+
+    def close(self) -> None:
+        """Flush what is left and release the producer."""
+        try:
+            self._producer.flush(10)
+        finally:
+            self._producer.close()
