@@ -111,8 +111,9 @@ class EventPublisher:
                     "compression.type": "lz4",
                     "linger.ms": 5,
                     "partitioner": "murmur2_random",
-                    "queue.buffering.max.messages": 500_000,
-                    "queue.buffering.max.kbytes": 262_144,
+                    # Bounded memory: a million-row transaction waits on Kafka instead of piling up here.
+                    "queue.buffering.max.messages": 100_000,
+                    "queue.buffering.max.kbytes": 65_536,
                 }
             )
         )

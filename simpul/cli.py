@@ -23,10 +23,12 @@ stack_app = typer.Typer(no_args_is_help=True, help="The local stack of real serv
 seed_app = typer.Typer(help="The synthetic Kota Serang: agency databases with a known truth.", invoke_without_command=True)
 config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
 registry_app = typer.Typer(no_args_is_help=True, help="Simpul's own Confluent-compatible schema registry.")
+cdc_app = typer.Typer(no_args_is_help=True, help="Change-data capture from agency databases into Kafka.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(seed_app, name="seed")
 app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
+app.add_typer(cdc_app, name="cdc")
 
 err = Console(stderr=True)
 out = Console()
@@ -55,6 +57,8 @@ def _main(config: ConfigOption = None) -> None:
         raise ConfigError(f"SIMPUL_LOG_LEVEL: unknown level {level!r} (use DEBUG, INFO, WARNING or ERROR)")
     # Log lines carry counts, positions and names of tables, never personal data.
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The registry client logs every HTTP request at INFO.
+    logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def parse_duration(text: str) -> float:
@@ -182,6 +186,18 @@ def registry_run() -> None:
     run_registry(config, Shutdown().install(), topic=config.schema_registry.topic)
 
 
+# --- change-data capture ------------------------------------------------------------------------
+
+
+@cdc_app.command("run")
+def cdc_run(source: Annotated[str, typer.Option("--source", "-s", help="The source (sources[].name) to capture.")]) -> None:
+    """Run one source's connector: snapshot as its snapshot_mode says, then stream, until SIGTERM."""
+    from simpul.cdc.runner import run_connector
+    from simpul.shutdown import Shutdown
+
+    run_connector(_config(), source, Shutdown().install())
+
+
 # --- the main job ------------------------------------------------------------------------------
 
 
@@ -198,11 +214,12 @@ def run(
 
 def main() -> None:
     """Entry point of the ``simpul`` command."""
+    from simpul.cdc.errors import ConnectorError
     from simpul.stack import StackError
 
     try:
         app()
-    except (ConfigError, StackError) as exc:
+    except (ConfigError, StackError, ConnectorError) as exc:
         err.print(f"[bold red]simpul:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
 

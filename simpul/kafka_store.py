@@ -18,6 +18,13 @@ from simpul.kafka import TopicError, create_topics, reliable_producer_config
 
 Apply = Callable[[bytes, bytes | None], None]
 
+_NOT_YET = (
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+)
+
 
 class StoreError(RuntimeError):
     """The storage topic could not be created, read or written."""
@@ -90,9 +97,9 @@ class KafkaStore:
                 )
                 return max(end, 0)
             except KafkaException as exc:
-                # This client's metadata may not know a just-created topic yet: ask again shortly.
-                unknown = exc.args[0].code() in (KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART)
-                if not unknown or time.monotonic() > deadline:
+                # A just-created topic, or a broker that has just started and not yet taken the
+                # partition's leadership: ask again shortly.
+                if exc.args[0].code() not in _NOT_YET or time.monotonic() > deadline:
                     raise StoreError(f"cannot read the end offset of {self._settings.topic!r}: {exc}") from exc
                 time.sleep(0.1)
 

@@ -8,9 +8,12 @@ developing; ``make stop`` stops it.
 from __future__ import annotations
 
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pymysql
@@ -86,3 +89,45 @@ def _drop_database(kind: str, admin_dsn: str, database: str) -> None:
         conn = pymysql.connect(**{**mysql_params(admin_dsn), "autocommit": True})
         with conn, conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record read back from a topic: key and value decoded with confluent-kafka's AvroDeserializer."""
+
+    key: Any
+    value: Any
+    partition: int
+    offset: int
+
+
+@pytest.fixture
+def read_topic(stack_config: SimpulConfig) -> Callable[..., list[Record]]:
+    """``read_topic(topic, until, timeout=60)``: records of ``topic`` from the beginning, read
+    until ``until(records)`` holds (or the timeout), decoded the way any Debezium consumer would."""
+    from confluent_kafka import Consumer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": stack_config.schema_registry.url}))
+
+    def read(topic: str, until: Callable[[list[Record]], bool], timeout: float = 60) -> list[Record]:
+        consumer = Consumer({"bootstrap.servers": stack_config.kafka.bootstrap_servers, "group.id": f"reader-{uuid.uuid4().hex}",
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        consumer.subscribe([topic])
+        records: list[Record] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while not until(records) and time.monotonic() < deadline:
+                message = consumer.poll(0.2)
+                if message is None or message.error() is not None:
+                    continue
+                key = deserialize(message.key(), SerializationContext(topic, MessageField.KEY)) if message.key() else None
+                value = deserialize(message.value(), SerializationContext(topic, MessageField.VALUE)) if message.value() is not None else None
+                records.append(Record(key, value, message.partition(), message.offset()))
+        finally:
+            consumer.close()
+        return records
+
+    return read

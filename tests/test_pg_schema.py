@@ -8,7 +8,7 @@ import fastavro
 import pytest
 
 from simpul.cdc.postgres.pgoutput import UNCHANGED_TOAST, Column, Relation
-from simpul.cdc.postgres.schema import UnsupportedColumnType, build_table_schema
+from simpul.cdc.postgres.schema import TableSchemaError, build_table_schema
 
 RELATION = Relation(
     oid=1,
@@ -78,5 +78,5 @@ def test_table_without_key_has_no_key_schema() -> None:
 
 def test_unknown_type_names_table_and_column() -> None:
     relation = Relation(3, "public", "peta", "d", (Column("id", 23, -1, True), Column("titik", 600, -1, False)))
-    with pytest.raises(UnsupportedColumnType, match="public.peta.titik: PostgreSQL type oid 600"):
+    with pytest.raises(TableSchemaError, match="public.peta.titik: PostgreSQL type oid 600"):
         build_table_schema("x.public.peta", relation)

@@ -9,6 +9,7 @@ from typing import Any
 from simpul.cdc.envelope import UNAVAILABLE_VALUE, envelope_schema, field, key_schema, source_schema, value_schema
 from simpul.cdc.postgres.pgoutput import UNCHANGED_TOAST, Column, RawValue, Relation
 from simpul.cdc.postgres.types import NUMERIC_OID, PgType, numeric_type, pg_type
+from simpul.cdc.transforms import TableTransform
 
 POSTGRES_SOURCE_SCHEMA = source_schema(
     "postgresql",
@@ -24,8 +25,8 @@ POSTGRES_SOURCE_SCHEMA = source_schema(
 )
 
 
-class UnsupportedColumnType(ValueError):
-    """A column whose PostgreSQL type Simpul cannot map to Avro."""
+class TableSchemaError(ValueError):
+    """A table Simpul cannot describe in Avro: a column type without a mapping, an excluded key."""
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,14 @@ def _placeholder(pg: PgType) -> Any:
     return None
 
 
-def build_table_schema(topic: str, relation: Relation, enums: dict[int, list[str]] | None = None) -> TableSchema:
-    """The schemas of ``relation`` as Debezium would register them for ``topic``.
+def build_table_schema(
+    topic: str,
+    relation: Relation,
+    enums: dict[int, list[str]] | None = None,
+    transform: TableTransform | None = None,
+) -> TableSchema:
+    """The schemas of ``relation`` as Debezium would register them for ``topic``, shaped by the
+    table's column rules (``transform``).
 
     Columns that are part of the key are required in ``Key``; every ``Value`` field is nullable,
     because under REPLICA IDENTITY DEFAULT a ``before`` image carries only the key columns.
@@ -93,7 +100,7 @@ def build_table_schema(topic: str, relation: Relation, enums: dict[int, list[str
         else:
             found = pg_type(column.type_oid, column.type_modifier, enums)
             if found is None:
-                raise UnsupportedColumnType(
+                raise TableSchemaError(
                     f"{relation.qualified_name}.{column.name}: PostgreSQL type oid {column.type_oid} has no Avro mapping"
                 )
             pg = found
@@ -106,6 +113,11 @@ def build_table_schema(topic: str, relation: Relation, enums: dict[int, list[str
         if avro == "io.debezium.data.VariableScaleDecimal":
             avro = numeric_type(-1).avro
         key_fields.append(field(relation.columns[i].name, avro, nullable=False))
+    if transform:
+        excluded_keys = [f["name"] for f in key_fields if getattr(transform.actions.get(f["name"]), "action", None) == "exclude"]
+        if excluded_keys:
+            raise TableSchemaError(f"{relation.qualified_name}.{excluded_keys[0]}: a key column cannot be excluded (hash it instead)")
+        value_fields, key_fields = transform.fields(value_fields), transform.fields(key_fields)
     value = value_schema(topic, value_fields)
     return TableSchema(
         topic=topic,

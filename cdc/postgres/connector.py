@@ -1,0 +1,378 @@
+"""The PostgreSQL connector: a consistent snapshot, then the slot's changes, into Kafka.
+
+Transport: the slot is read with ``pg_logical_slot_peek_binary_changes`` through a server-side
+cursor (psycopg 3 has no replication-protocol client), and advanced with
+``pg_replication_slot_advance`` only to a commit whose events Kafka has acknowledged. A crash at
+any point therefore repeats events (with the same LSN) and never loses one. A batch is read through
+a cursor, so a transaction of a million rows streams in bounded memory.
+
+The snapshot uses the snapshot the slot exports when it is created, read in one REPEATABLE READ
+transaction, so nothing is missed or doubled between the snapshot and the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+
+from simpul.cdc import metrics
+from simpul.cdc.errors import ConnectorError
+from simpul.cdc.offsets import OffsetStore
+from simpul.cdc.postgres import catalog
+from simpul.cdc.postgres.events import (
+    Event,
+    SourcePosition,
+    change_events,
+    pg_commit_time_us,
+    read_event,
+    source_block,
+    truncate_event,
+)
+from simpul.cdc.postgres.pgoutput import (
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    PgOutputDecoder,
+    Relation,
+    Truncate,
+    Update,
+    format_lsn,
+    parse_lsn,
+)
+from simpul.cdc.postgres.schema import TableSchema, build_table_schema
+from simpul.cdc.publisher import DeadLetter, EventPublisher, IncompatibleSchema
+from simpul.cdc.transforms import ColumnTransforms
+from simpul.config import SimpulConfig, SourceSettings
+from simpul.progress import progress
+from simpul.shutdown import Shutdown
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_S = 0.005
+IDLE_POLL_MAX_S = 0.05
+OFFSET_SAVE_EVERY_S = 1.0
+SLOT_LAG_EVERY_S = 5.0
+SNAPSHOT_FETCH_ROWS = 5_000
+SESSION_SETTINGS = "SET TimeZone = 'UTC'; SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'; SET DateStyle = 'ISO, YMD'"
+
+
+@dataclass
+class _Transaction:
+    xid: int | None = None
+    commit_time_us: int = 0
+    events: int = 0
+
+
+@dataclass
+class _Progress:
+    last_committed_lsn: int | None = None
+    confirmed_lsn: int | None = None
+    last_saved: float = 0.0
+    last_heartbeat: float = field(default_factory=time.monotonic)
+    last_lag: float = 0.0
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class PostgresConnector:
+    """One source's connector; :meth:`run` returns when ``shutdown`` is requested."""
+
+    def __init__(self, config: SimpulConfig, source: SourceSettings, shutdown: Shutdown) -> None:
+        if source.kind != "postgres":
+            raise ValueError(f"source {source.name} is {source.kind}, not postgres")
+        self.config = config
+        self.source = source
+        self.shutdown = shutdown
+        self.dsn = source.dsn()
+        self.slot = source.slot_name
+        self.transforms = ColumnTransforms(source.capture.columns, f"sources.{source.name}")
+        self.topics = {table: f"{source.topic_prefix}.{table}" for table in source.tables}
+        self.schemas: dict[int, tuple[Relation, TableSchema]] = {}
+        self.publisher = EventPublisher(config, source)
+        self.offsets = OffsetStore(config)
+        self.decoder = PgOutputDecoder()
+        self.progress = _Progress()
+        # Set once the snapshot (if any) is done and changes stream: what a supervisor waits for.
+        self.streaming = threading.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Snapshot if the mode asks for it, then stream until shutdown; reconnects after outages."""
+        backoff = 0.5
+        try:
+            while not self.shutdown.requested:
+                try:
+                    self._run_connected()
+                    return
+                except psycopg.OperationalError as exc:
+                    metrics.CONNECTED.labels(self.source.name).set(0)
+                    log.warning("%s: database connection lost (%s); reconnecting in %.1fs", self.source.name, type(exc).__name__, backoff)
+                    self.shutdown.wait(backoff)
+                    backoff = min(backoff * 2, 30)
+        finally:
+            metrics.CONNECTED.labels(self.source.name).set(0)
+            self.publisher.close()
+            self.offsets.close()
+
+    def _run_connected(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True, application_name=f"simpul-cdc-{self.source.name}") as admin:
+            admin.execute(SESSION_SETTINGS)
+            metrics.CONNECTED.labels(self.source.name).set(1)
+            for table in catalog.tables_without_full_identity(admin, self.source.tables):
+                log.warning(
+                    "%s: %s has no REPLICA IDENTITY FULL: updates and deletes will carry only its key in `before`, "
+                    "and unchanged TOAST values the placeholder", self.source.name, table
+                )
+            catalog.ensure_publication(admin, self.source.publication_name, self.source.tables)
+            self.publisher.ensure_topics(self.topics.values())
+            self._prepare_slot(admin)
+            if self.source.capture.snapshot_mode != "initial_only":
+                self._stream(admin)
+
+    def _prepare_slot(self, admin: psycopg.Connection[Any]) -> None:
+        """Create the slot, and snapshot through its exported snapshot, as the snapshot mode asks."""
+        mode = self.source.capture.snapshot_mode
+        offset = self.offsets.load(self.source.name) or {}
+        completed = bool(offset.get("snapshot_completed"))
+        exists = catalog.slot_exists(admin, self.slot)
+        if mode == "initial" and completed and not exists:
+            raise ConnectorError(
+                f"{self.source.name}: slot {self.slot} is gone although a snapshot completed; changes since may be lost. "
+                "Set sources.<name>.capture.snapshot_mode to when_needed to snapshot again."
+            )
+        needs_snapshot = mode == "always" or (mode in ("initial", "initial_only") and not completed) or (mode == "when_needed" and not (completed and exists))
+        if not needs_snapshot:
+            if not exists:
+                self._create_slot(export=False).close()
+            if not completed:
+                self.offsets.save(self.source.name, {"snapshot_completed": True, "slot": self.slot})
+            return
+        catalog.drop_slot(admin, self.slot)
+        replication = self._create_slot(export=True)
+        try:
+            self._snapshot(replication.info["snapshot_name"], parse_lsn(replication.info["consistent_point"]))
+        finally:
+            replication.close()
+
+    def _create_slot(self, export: bool) -> "_ReplicationSession":
+        session = _ReplicationSession(self.dsn)
+        session.create_slot(self.slot, export)
+        log.info("%s: created slot %s at %s", self.source.name, self.slot, session.info["consistent_point"])
+        return session
+
+    # --- snapshot --------------------------------------------------------------------------------
+
+    def _snapshot(self, snapshot_name: str, lsn: int) -> None:
+        name = self.source.name
+        metrics.SNAPSHOT_RUNNING.labels(name).set(1)
+        metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(self.source.tables))
+        started = time.monotonic()
+        with psycopg.connect(self.dsn, application_name=f"simpul-snapshot-{name}") as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            conn.execute(SESSION_SETTINGS)
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
+            counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*catalog.split_table(t)))).fetchone()[0] for t in self.source.tables}
+            held: tuple[TableSchema, tuple[str | None, ...]] | None = None
+            with progress(f"snapshot {name}", sum(counts.values())) as tracker:
+                for done, table in enumerate(self.source.tables):
+                    schema = self._schema_for(conn, catalog.table_relation(conn, table))
+                    columns = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in schema.relation.columns)
+                    with conn.cursor(name=f"simpul_snapshot_{done}") as cursor:
+                        cursor.itersize = SNAPSHOT_FETCH_ROWS
+                        cursor.execute(sql.SQL("SELECT {} FROM {}").format(columns, sql.Identifier(*catalog.split_table(table))))
+                        for values in cursor:
+                            # One row is held back so that the very last one can say snapshot=last.
+                            if held is not None:
+                                self._publish_read(*held, lsn, "true")
+                            held = (schema, values)
+                            tracker.advance()
+                            metrics.SNAPSHOT_ROWS.labels(name, table).inc()
+                            if self.shutdown.requested:
+                                raise ConnectorError(f"{name}: stopped during the snapshot; it runs again at the next start")
+                        self.publisher.poll(0)
+                    metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(self.source.tables) - done - 1)
+            if held is not None:
+                self._publish_read(*held, lsn, "last")
+        self.publisher.flush(300)
+        self.offsets.save(name, {"snapshot_completed": True, "slot": self.slot, "lsn": lsn, "lsn_text": format_lsn(lsn)})
+        metrics.SNAPSHOT_RUNNING.labels(name).set(0)
+        log.info("%s: snapshot of %d rows done in %.1fs", name, sum(counts.values()), time.monotonic() - started)
+
+    def _publish_read(self, schema: TableSchema, values: tuple[str | None, ...], lsn: int, marker: str) -> None:
+        position = SourcePosition(lsn, None, _now_us(), None, marker)
+        source = source_block(self.source.topic_prefix, self.source.database, schema, position)
+        transform = self.transforms.for_table(schema.relation.qualified_name)
+        self._emit(schema, position, values, lambda: [read_event(schema, transform, values, source, _now_us())])
+
+    # --- streaming -------------------------------------------------------------------------------
+
+    def _stream(self, admin: psycopg.Connection[Any]) -> None:
+        log.info("%s: streaming from slot %s", self.source.name, self.slot)
+        self.streaming.set()
+        with psycopg.connect(self.dsn, application_name=f"simpul-stream-{self.source.name}") as reader:
+            reader.execute(SESSION_SETTINGS)
+            reader.commit()
+            idle_wait = IDLE_POLL_S
+            while not self.shutdown.requested:
+                upto = admin.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+                changes = self._read_batch(reader, upto)
+                self.publisher.flush(300)
+                confirmed = self.publisher.confirmed()
+                if confirmed is not None:
+                    self._confirm(admin, confirmed["lsn"])
+                if changes == 0:
+                    # Nothing for us up to `upto`: everything before it is irrelevant to this slot,
+                    # so the slot may move there and WAL does not pile up behind an idle database.
+                    if parse_lsn(upto) != self.progress.confirmed_lsn:
+                        self._confirm(admin, parse_lsn(upto))
+                    self._maybe_heartbeat()
+                    self.shutdown.wait(idle_wait)
+                    # Poll quickly right after activity, less often the longer it stays quiet.
+                    idle_wait = min(idle_wait * 1.5, IDLE_POLL_MAX_S)
+                else:
+                    idle_wait = IDLE_POLL_S
+                self._maybe_report_lag(admin)
+
+    def _read_batch(self, reader: psycopg.Connection[Any], upto: str) -> int:
+        """Publish the changes of whole transactions up to ``upto`` (at most about max_batch_events)."""
+        messages = 0
+        transaction = _Transaction()
+        with reader.cursor(name="simpul_changes") as cursor:
+            cursor.itersize = 2_000
+            cursor.execute(
+                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s,"
+                " 'proto_version', '1', 'publication_names', %s)",
+                (self.slot, upto, self.source.capture.max_batch_events, self.source.publication_name),
+            )
+            for lsn_text, data in cursor:
+                messages += 1
+                self._handle(self.decoder.decode(data), parse_lsn(lsn_text), transaction, reader)
+                if messages % 1_000 == 0:
+                    self.publisher.poll(0)
+                    if self.shutdown.requested:
+                        break
+        reader.commit()
+        return messages
+
+    def _handle(self, message: Any, lsn: int, tx: _Transaction, reader: psycopg.Connection[Any]) -> None:
+        if isinstance(message, Begin):
+            tx.xid, tx.commit_time_us, tx.events = message.xid, pg_commit_time_us(message.commit_time_us), 0
+        elif isinstance(message, Commit):
+            self.publisher.checkpoint({"lsn": message.end_lsn, "txId": tx.xid})
+            self.progress.last_committed_lsn = message.commit_lsn
+            metrics.TRANSACTIONS.labels(self.source.name).inc()
+        elif isinstance(message, Relation):
+            self._schema_for(reader, message)
+        elif isinstance(message, (Insert, Update, Delete)):
+            schema = self._schema_for(reader, message.relation)
+            position = SourcePosition(lsn, tx.xid, tx.commit_time_us, self.progress.last_committed_lsn)
+            source = source_block(self.source.topic_prefix, self.source.database, schema, position)
+            transform = self.transforms.for_table(schema.relation.qualified_name)
+            raw = message.new if isinstance(message, (Insert, Update)) else message.old
+            self._emit(schema, position, raw, lambda: change_events(schema, transform, message, source, _now_us()))
+        elif isinstance(message, Truncate):
+            for relation in message.relations:
+                schema = self._schema_for(reader, relation)
+                position = SourcePosition(lsn, tx.xid, tx.commit_time_us, self.progress.last_committed_lsn)
+                source = source_block(self.source.topic_prefix, self.source.database, schema, position)
+                self._emit(schema, position, None, lambda: [truncate_event(source, _now_us())])
+
+    def _schema_for(self, conn: psycopg.Connection[Any], described: Relation) -> TableSchema:
+        """The Avro schemas of a table as ``described`` at this point of the log.
+
+        Built once per description: the decoder hands out a new Relation object only when the
+        server describes the table again (first use in a session, or after ALTER TABLE).
+        """
+        cached = self.schemas.get(described.oid)
+        if cached is not None and cached[0] is described:
+            return cached[1]
+        relation = catalog.with_primary_key(conn, described)
+        user_types = {c.type_oid for c in relation.columns if c.type_oid >= 16384}
+        enums = catalog.enum_labels(conn, user_types) if user_types else None
+        transform = self.transforms.for_table(relation.qualified_name)
+        schema = build_table_schema(self.topics[relation.qualified_name], relation, enums, transform)
+        self.schemas[described.oid] = (described, schema)
+        return schema
+
+    def _emit(self, schema: TableSchema, position: SourcePosition, raw: Any, build: Any) -> None:
+        """Publish the events ``build`` makes; a row that cannot become Avro goes to the dead letters."""
+        table = schema.relation.qualified_name
+        try:
+            events: list[Event] = build()
+            for event in events:
+                self.publisher.publish(schema.topic, schema.key, event.key, schema.envelope, event.envelope, table, event.op, position.commit_time_us // 1000)
+        except IncompatibleSchema as exc:
+            self._dead_letter("incompatible_schema", str(exc), schema, position, raw)
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            self._dead_letter("encode_error", f"{type(exc).__name__}: {exc}", schema, position, raw)
+
+    def _dead_letter(self, reason: str, message: str, schema: TableSchema, position: SourcePosition, raw: Any) -> None:
+        table = schema.relation.qualified_name
+        transform = self.transforms.for_table(table)
+        row = None
+        if raw is not None:
+            row = transform.row({c.name: (v if isinstance(v, (str, bytes)) or v is None else repr(v)) for c, v in zip(schema.relation.columns, raw)})
+        log.warning("%s: a row of %s set aside (%s) at %s", self.source.name, table, reason, format_lsn(position.lsn))
+        self.publisher.dead_letter(DeadLetter(reason, message, table, position.offset(), None, row))
+
+    def _confirm(self, admin: psycopg.Connection[Any], lsn: int) -> None:
+        admin.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, format_lsn(lsn)))
+        self.progress.confirmed_lsn = lsn
+        now = time.monotonic()
+        if now - self.progress.last_saved >= OFFSET_SAVE_EVERY_S:
+            self.offsets.save(self.source.name, {"snapshot_completed": True, "slot": self.slot, "lsn": lsn, "lsn_text": format_lsn(lsn)})
+            self.progress.last_saved = now
+
+    def _maybe_heartbeat(self) -> None:
+        now = time.monotonic()
+        if (now - self.progress.last_heartbeat) * 1000 >= self.source.capture.heartbeat_interval_ms:
+            self.publisher.heartbeat(int(time.time() * 1000))
+            self.publisher.flush(30)
+            self.progress.last_heartbeat = now
+
+    def _maybe_report_lag(self, admin: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        if now - self.progress.last_lag >= SLOT_LAG_EVERY_S:
+            lag = catalog.slot_lag_bytes(admin, self.slot)
+            if lag is not None:
+                metrics.SLOT_LAG.labels(self.source.name).set(lag)
+            self.progress.last_lag = now
+
+
+class _ReplicationSession:
+    """A replication-protocol connection that creates the slot and, for a snapshot, keeps the
+    exported snapshot alive until it is closed."""
+
+    def __init__(self, dsn: str) -> None:
+        self.conn = psycopg.connect(dsn, replication="database", autocommit=True)
+        self.info: dict[str, str] = {}
+
+    def create_slot(self, slot: str, export: bool) -> None:
+        """``CREATE_REPLICATION_SLOT`` (simple query protocol, which the walsender requires)."""
+        mode = "EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT"
+        result = self.conn.pgconn.exec_(f'CREATE_REPLICATION_SLOT "{slot}" LOGICAL pgoutput {mode}'.encode())
+        if result.status != pq.ExecStatus.TUPLES_OK:
+            raise ConnectorError(f"cannot create slot {slot}: {(result.error_message or b'').decode(errors='replace').strip()}")
+        values = [result.get_value(0, i) for i in range(result.nfields)]
+        names = [result.fname(i).decode() for i in range(result.nfields)]
+        self.info = {name: (value.decode() if value is not None else "") for name, value in zip(names, values)}
+
+    def close(self) -> None:
+        """Close the connection (ending the exported snapshot)."""
+        self.conn.close()
+
+
+def run_postgres_connector(config: SimpulConfig, source: SourceSettings, shutdown: Shutdown) -> None:
+    """Run the PostgreSQL connector of ``source`` until ``shutdown`` is requested."""
+    PostgresConnector(config, source, shutdown).run()
