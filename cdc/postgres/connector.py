@@ -1,10 +1,9 @@
 """The PostgreSQL connector: a consistent snapshot, then the slot's changes, into Kafka.
 
-Transport: the slot is read with ``pg_logical_slot_peek_binary_changes`` through a server-side
-cursor (psycopg 3 has no replication-protocol client), and advanced with
-``pg_replication_slot_advance`` only to a commit whose events Kafka has acknowledged. A crash at
-any point therefore repeats events (with the same LSN) and never loses one. A batch is read through
-a cursor, so a transaction of a million rows streams in bounded memory.
+Transport: the streaming replication protocol (``replication.py``); the slot is confirmed only up
+to a commit whose events Kafka has acknowledged, so a crash at any point repeats events (with the
+same LSN) and never loses one. Changes are handled one message at a time as the server sends them,
+so a transaction of a million rows streams through in bounded memory.
 
 The snapshot uses the snapshot the slot exports when it is created, read in one REPEATABLE READ
 transaction, so nothing is missed or doubled between the snapshot and the stream.
@@ -46,6 +45,7 @@ from simpul.cdc.postgres.pgoutput import (
     format_lsn,
     parse_lsn,
 )
+from simpul.cdc.postgres.replication import ReplicationStream
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
 from simpul.cdc.publisher import DeadLetter, EventPublisher, IncompatibleSchema
 from simpul.cdc.transforms import ColumnTransforms
@@ -55,8 +55,7 @@ from simpul.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL_S = 0.005
-IDLE_POLL_MAX_S = 0.05
+READ_WAIT_S = 0.01
 OFFSET_SAVE_EVERY_S = 1.0
 SLOT_LAG_EVERY_S = 5.0
 SNAPSHOT_FETCH_ROWS = 5_000
@@ -73,7 +72,6 @@ class _Transaction:
 @dataclass
 class _Progress:
     last_committed_lsn: int | None = None
-    confirmed_lsn: int | None = None
     last_saved: float = 0.0
     last_heartbeat: float = field(default_factory=time.monotonic)
     last_lag: float = 0.0
@@ -218,64 +216,56 @@ class PostgresConnector:
     # --- streaming -------------------------------------------------------------------------------
 
     def _stream(self, admin: psycopg.Connection[Any]) -> None:
+        stream = ReplicationStream(self.dsn, self.slot, self.source.publication_name, f"simpul-stream-{self.source.name}")
         log.info("%s: streaming from slot %s", self.source.name, self.slot)
         self.streaming.set()
-        with psycopg.connect(self.dsn, application_name=f"simpul-stream-{self.source.name}") as reader:
-            reader.execute(SESSION_SETTINGS)
-            reader.commit()
-            idle_wait = IDLE_POLL_S
-            while not self.shutdown.requested:
-                upto = admin.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
-                changes = self._read_batch(reader, upto)
-                self.publisher.flush(300)
-                confirmed = self.publisher.confirmed()
-                if confirmed is not None:
-                    self._confirm(admin, confirmed["lsn"])
-                if changes == 0:
-                    # Nothing for us up to `upto`: everything before it is irrelevant to this slot,
-                    # so the slot may move there and WAL does not pile up behind an idle database.
-                    if parse_lsn(upto) != self.progress.confirmed_lsn:
-                        self._confirm(admin, parse_lsn(upto))
-                    self._maybe_heartbeat()
-                    self.shutdown.wait(idle_wait)
-                    # Poll quickly right after activity, less often the longer it stays quiet.
-                    idle_wait = min(idle_wait * 1.5, IDLE_POLL_MAX_S)
-                else:
-                    idle_wait = IDLE_POLL_S
-                self._maybe_report_lag(admin)
-
-    def _read_batch(self, reader: psycopg.Connection[Any], upto: str) -> int:
-        """Publish the changes of whole transactions up to ``upto`` (at most about max_batch_events)."""
-        messages = 0
         transaction = _Transaction()
-        with reader.cursor(name="simpul_changes") as cursor:
-            cursor.itersize = 2_000
-            cursor.execute(
-                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s,"
-                " 'proto_version', '1', 'publication_names', %s)",
-                (self.slot, upto, self.source.capture.max_batch_events, self.source.publication_name),
-            )
-            for lsn_text, data in cursor:
-                messages += 1
-                self._handle(self.decoder.decode(data), parse_lsn(lsn_text), transaction, reader)
-                if messages % 1_000 == 0:
-                    self.publisher.poll(0)
-                    if self.shutdown.requested:
-                        break
-        reader.commit()
-        return messages
+        try:
+            while not self.shutdown.requested:
+                received = 0
+                for lsn, data in stream.read(self.source.capture.max_batch_events, READ_WAIT_S):
+                    received += 1
+                    self._handle(self.decoder.decode(data), lsn, transaction, admin)
+                    if received % 1_000 == 0:
+                        self.publisher.poll(0)
+                        if self.shutdown.requested:
+                            break
+                self.publisher.poll(0.001 if self.publisher.in_flight else 0)
+                self._confirm(stream)
+                if received == 0 and transaction.xid is None and self.publisher.in_flight == 0:
+                    # Between transactions with everything acknowledged, nothing before the
+                    # server's WAL end concerns this slot: confirming it lets an idle or filtered
+                    # database's slot advance, so WAL does not pile up.
+                    stream.confirm(stream.server_wal_end)
+                    self._maybe_heartbeat()
+                self._maybe_report_lag(admin)
+            self.publisher.flush(60)
+            self._confirm(stream)
+        finally:
+            stream.close()
 
-    def _handle(self, message: Any, lsn: int, tx: _Transaction, reader: psycopg.Connection[Any]) -> None:
+    def _confirm(self, stream: ReplicationStream) -> None:
+        confirmed = self.publisher.confirmed()
+        if confirmed is None:
+            return
+        stream.confirm(confirmed["lsn"])
+        now = time.monotonic()
+        if now - self.progress.last_saved >= OFFSET_SAVE_EVERY_S:
+            self.offsets.save(self.source.name, {"snapshot_completed": True, "slot": self.slot, "lsn": confirmed["lsn"], "lsn_text": format_lsn(confirmed["lsn"])})
+            self.progress.last_saved = now
+
+    def _handle(self, message: Any, lsn: int, tx: _Transaction, catalog_conn: psycopg.Connection[Any]) -> None:
         if isinstance(message, Begin):
             tx.xid, tx.commit_time_us, tx.events = message.xid, pg_commit_time_us(message.commit_time_us), 0
         elif isinstance(message, Commit):
             self.publisher.checkpoint({"lsn": message.end_lsn, "txId": tx.xid})
+            tx.xid = None
             self.progress.last_committed_lsn = message.commit_lsn
             metrics.TRANSACTIONS.labels(self.source.name).inc()
         elif isinstance(message, Relation):
-            self._schema_for(reader, message)
+            self._schema_for(catalog_conn, message)
         elif isinstance(message, (Insert, Update, Delete)):
-            schema = self._schema_for(reader, message.relation)
+            schema = self._schema_for(catalog_conn, message.relation)
             position = SourcePosition(lsn, tx.xid, tx.commit_time_us, self.progress.last_committed_lsn)
             source = source_block(self.source.topic_prefix, self.source.database, schema, position)
             transform = self.transforms.for_table(schema.relation.qualified_name)
@@ -283,7 +273,7 @@ class PostgresConnector:
             self._emit(schema, position, raw, lambda: change_events(schema, transform, message, source, _now_us()))
         elif isinstance(message, Truncate):
             for relation in message.relations:
-                schema = self._schema_for(reader, relation)
+                schema = self._schema_for(catalog_conn, relation)
                 position = SourcePosition(lsn, tx.xid, tx.commit_time_us, self.progress.last_committed_lsn)
                 source = source_block(self.source.topic_prefix, self.source.database, schema, position)
                 self._emit(schema, position, None, lambda: [truncate_event(source, _now_us())])
@@ -325,14 +315,6 @@ class PostgresConnector:
             row = transform.row({c.name: (v if isinstance(v, (str, bytes)) or v is None else repr(v)) for c, v in zip(schema.relation.columns, raw)})
         log.warning("%s: a row of %s set aside (%s) at %s", self.source.name, table, reason, format_lsn(position.lsn))
         self.publisher.dead_letter(DeadLetter(reason, message, table, position.offset(), None, row))
-
-    def _confirm(self, admin: psycopg.Connection[Any], lsn: int) -> None:
-        admin.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, format_lsn(lsn)))
-        self.progress.confirmed_lsn = lsn
-        now = time.monotonic()
-        if now - self.progress.last_saved >= OFFSET_SAVE_EVERY_S:
-            self.offsets.save(self.source.name, {"snapshot_completed": True, "slot": self.slot, "lsn": lsn, "lsn_text": format_lsn(lsn)})
-            self.progress.last_saved = now
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()

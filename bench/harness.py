@@ -1,0 +1,171 @@
+"""What the CDC benchmarks share: a connector run as its own process (as in production), a topic
+watcher that times every event, memory sampling, percentiles and the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Consumer
+from confluent_kafka.admin import NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from simpul.config import SimpulConfig, SourceSettings
+from simpul.kafka import client_config, create_topics
+from simpul.schemas.wire import ConfluentAvroDecoder
+
+RESULTS = Path(__file__).with_name("results")
+
+
+class ConnectorProcess:
+    """``simpul cdc run --source NAME`` in its own process, with its log kept and its memory sampled."""
+
+    def __init__(self, config: SimpulConfig, source: SourceSettings) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="simpul-bench-"))
+        effective = config.model_dump(mode="json", exclude={"base_dir"})
+        effective["stack"]["home"] = str(config.home)
+        config_file = self.directory / "simpul.yaml"
+        config_file.write_text(yaml.safe_dump(effective))
+        self.log = self.directory / "connector.log"
+        env = {**os.environ, source.dsn_env: source.dsn(), "SIMPUL_LOG_LEVEL": "INFO"}
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "cdc", "run", "--source", source.name],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+        self.rss_max_mb = 0.0
+        self._sampling = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while self.process.poll() is None and not self._sampling.is_set():
+            self.rss_max_mb = max(self.rss_max_mb, self.rss_mb())
+            time.sleep(0.05)
+
+    def rss_mb(self) -> float:
+        """The process's resident memory now (0 once it has exited)."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return 0.0
+
+    def reset_rss(self) -> None:
+        """Start a new maximum (e.g. for one phase of the benchmark)."""
+        self.rss_max_mb = self.rss_mb()
+
+    def wait_for_log(self, pattern: str, timeout: float) -> re.Match[str]:
+        """The first log line matching ``pattern``; exits the benchmark if none comes in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log.read_text(errors="replace"))
+            if match:
+                return match
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise SystemExit(f"connector: no {pattern!r} within {timeout:.0f} s; log tail:\n{self.log.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> float:
+        """SIGTERM and wait; the seconds a clean stop took."""
+        self._sampling.set()
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return time.monotonic() - started
+
+
+class TopicWatch:
+    """Consumes topics in a thread; for every event, the broker's append time minus the source
+    commit time (``source.ts_us``): commit-to-Kafka latency, with no consumer delay in it.
+
+    The topics are created here with ``message.timestamp.type=LogAppendTime`` for that reason.
+    """
+
+    def __init__(self, config: SimpulConfig, topics: list[str]) -> None:
+        kafka = config.kafka
+        create_topics(client_config(kafka), [NewTopic(t, kafka.partitions, kafka.replication_factor, config={"message.timestamp.type": "LogAppendTime"}) for t in topics])
+        registry = SchemaRegistryClient({"url": config.schema_registry.url})
+        self._decoder = ConfluentAvroDecoder(lambda schema_id: registry.get_schema(schema_id).schema_str)
+        self._consumer = Consumer({**client_config(kafka), "group.id": f"bench-{time.time_ns()}", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+        self._consumer.subscribe(topics)
+        self.count = 0
+        self.last_arrival = time.monotonic()
+        self.latencies_ms: list[float] = []
+        self.timed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(2_000, 0.05):
+                if message.error() is not None or message.value() is None:
+                    continue
+                self.count += 1
+                self.last_arrival = time.monotonic()
+                if self.timed:
+                    event = self._decoder.decode(message.value())
+                    appended_ms = message.timestamp()[1]
+                    self.latencies_ms.append(appended_ms - event["source"]["ts_us"] / 1000)
+        self._consumer.close()
+
+    def wait_for(self, count: int, timeout: float, progress: Any = None) -> float:
+        """Wait until ``count`` events arrived; the time that took."""
+        started = time.monotonic()
+        last = self.count
+        while self.count < count:
+            if time.monotonic() - started > timeout:
+                raise SystemExit(f"only {self.count:,} of {count:,} events arrived within {timeout:.0f} s")
+            time.sleep(0.05)
+            if progress is not None:
+                progress.advance(self.count - last)
+                last = self.count
+        return time.monotonic() - started
+
+    def wait_quiet(self, quiet_s: float = 3.0, progress: Any = None) -> None:
+        """Wait until no event has arrived for ``quiet_s`` seconds: the connector has caught up."""
+        last = self.count
+        while time.monotonic() - self.last_arrival < quiet_s:
+            time.sleep(0.1)
+            if progress is not None:
+                progress.advance(self.count - last)
+                last = self.count
+
+    def close(self) -> None:
+        """Stop consuming."""
+        self._stop.set()
+        self._thread.join(10)
+
+
+def percentile(values: list[float], q: int) -> float:
+    """The q-th percentile (1..99) of ``values``."""
+    return statistics.quantiles(values, n=100)[q - 1]
+
+
+def write_results(name: str, figures: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json`` and print where."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"written {path}")
+    return path

@@ -1,0 +1,1 @@
+"""The MySQL/MariaDB connector: a consistent snapshot, then the row-based binlog."""
