@@ -11,6 +11,8 @@ TEST_CONFIG := tests/simpul.test.yaml
 FOR ?=
 RATE ?= 20
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+BENCH_ARGS_MYSQL ?=
 
 .PHONY: run test stop deps venv bench clean
 
@@ -19,6 +21,11 @@ run: deps ## the main job on the local stack (make run FOR=60s ends by itself)
 
 test: deps ## the whole test suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: deps ## the benchmarks (not part of make test); figures in bench/results/
+	$(BIN)/simpul stack up
+	$(BIN)/python -m bench.cdc_postgres $(BENCH_ARGS)
+	$(BIN)/python -m bench.cdc_mysql --config simpul.yaml $(BENCH_ARGS_MYSQL)
 
 stop: ## stop everything the project started (main and test stacks)
 	@if [ -x $(BIN)/simpul ]; then \

@@ -112,6 +112,11 @@ class TopicWatch:
         self.last_arrival = time.monotonic()
         self.latencies_ms: list[float] = []
         self.timed = False
+        # With ``key_field`` set, the broker append time (ms) of the first event seen per value of
+        # that key field: for sources whose commit time is too coarse for ``timed`` (MySQL's binlog
+        # has whole seconds), the benchmark pairs these with the writer's own commit times.
+        self.key_field: str | None = None
+        self.key_append_ms: dict[Any, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -127,6 +132,9 @@ class TopicWatch:
                     event = self._decoder.decode(message.value())
                     appended_ms = message.timestamp()[1]
                     self.latencies_ms.append(appended_ms - event["source"]["ts_us"] / 1000)
+                if self.key_field is not None and message.key() is not None:
+                    key = self._decoder.decode(message.key())
+                    self.key_append_ms.setdefault(key[self.key_field], message.timestamp()[1])
         self._consumer.close()
 
     def wait_for(self, count: int, timeout: float, progress: Any = None) -> float:

@@ -125,6 +125,9 @@ class EventPublisher:
         self._checkpoints: deque[tuple[int, Position]] = deque()
         self._failure: KafkaError | None = None
         self.dead_letters = 0
+        # Metric children looked up once: labels() per event costs more than the increment.
+        self._event_counters: dict[tuple[str, str], Any] = {}
+        self._commit_to_ack = metrics.COMMIT_TO_ACK.labels(source.name)
 
     # --- topics and schemas ----------------------------------------------------------------------
 
@@ -183,7 +186,10 @@ class EventPublisher:
         value_bytes = self.encoder(topic, envelope_schema, False).encode(envelope) if envelope is not None and envelope_schema is not None else None
         self._produce(topic, key_bytes, value_bytes, commit_ts_ms)
         if op is not None:
-            metrics.EVENTS.labels(self.source.name, table, op).inc()
+            counter = self._event_counters.get((table, op))
+            if counter is None:
+                counter = self._event_counters[(table, op)] = metrics.EVENTS.labels(self.source.name, table, op)
+            counter.inc()
 
     def heartbeat(self, ts_ms: int) -> None:
         """A Debezium heartbeat record, so a slot on an idle or filtered database can advance."""
@@ -228,7 +234,7 @@ class EventPublisher:
             if error is not None and self._failure is None:
                 self._failure = error
             elif commit_ts_ms is not None:
-                metrics.COMMIT_TO_ACK.labels(self.source.name).observe(max(time.time() * 1000 - commit_ts_ms, 0) / 1000)
+                self._commit_to_ack.observe(max(time.time() * 1000 - commit_ts_ms, 0) / 1000)
 
         while True:
             try:

@@ -285,10 +285,15 @@ def test_kill_9_then_restart_loses_nothing(pg, read_topic, tmp_path: Path) -> No
     connector = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         records = read_topic(f"{source.topic_prefix}.public.orang", lambda rs: {r.value["after"]["id"] for r in rs if r.value} >= set(committed), timeout=120)
+        with urllib.request.urlopen("http://127.0.0.1:29610/metrics", timeout=10) as response:
+            exposed = response.read().decode()
     finally:
         connector.send_signal(signal.SIGTERM)
         _, stderr = connector.communicate(timeout=60)
     assert connector.returncode == 0, stderr.decode()[-2000:]
+    for name in ("simpul_cdc_events_total", "simpul_cdc_commit_to_ack_seconds_bucket", "simpul_cdc_connected", "simpul_cdc_queue_depth", "simpul_cdc_slot_lag_bytes"):
+        assert f"{name}{{" in exposed, name
+    assert f'simpul_cdc_connected{{source="{source.name}"}} 1.0' in exposed
     seen = Counter(r.value["after"]["id"] for r in records if r.value)
     assert set(committed) <= set(seen), f"{len(set(committed) - set(seen))} committed rows never reached Kafka"
     by_id: dict[int, set[int]] = {}
@@ -297,3 +302,29 @@ def test_kill_9_then_restart_loses_nothing(pg, read_topic, tmp_path: Path) -> No
             by_id.setdefault(r.value["after"]["id"], set()).add(r.value["source"]["lsn"])
     # at-least-once: a row may repeat after a crash, but only with the same source position
     assert all(len(lsns) == 1 for lsns in by_id.values())
+
+
+def test_column_rules_hash_mask_and_exclude_before_kafka(pg, read_topic, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import REGISTRY
+
+    from simpul.config import ColumnRule
+
+    config, source = pg
+    monkeypatch.setenv("SIMPUL_TEST_NIK_KEY", "rahasia-kota-serang")
+    rules = [
+        ColumnRule(column="public.orang.nama", action="hash", secret_env="SIMPUL_TEST_NIK_KEY"),
+        ColumnRule(column="public.orang.data", action="mask", mask_chars=3),
+        ColumnRule(column="public.orang.foto", action="exclude"),
+    ]
+    source = source.model_copy(update={"capture": source.capture.model_copy(update={"columns": rules})})
+    config = config.model_copy(update={"sources": [source]})
+    with running(config, source):
+        with psycopg.connect(source.dsn(), autocommit=True) as conn:
+            conn.execute("INSERT INTO orang (id, nama, data, foto) VALUES (1, 'Siti Aminah', '{\"hp\": \"0812\"}', '\\x00')")
+        records = read_topic(f"{source.topic_prefix}.public.orang", lambda rs: len(rs) >= 1)
+        events = REGISTRY.get_sample_value("simpul_cdc_events_total", {"source": source.name, "table": "public.orang", "op": "c"})
+        connected = REGISTRY.get_sample_value("simpul_cdc_connected", {"source": source.name})
+    after = records[0].value["after"]
+    assert "foto" not in after and after["data"] == "***"
+    assert len(after["nama"]) == 64 and "Siti" not in after["nama"]
+    assert events == 1 and connected == 1

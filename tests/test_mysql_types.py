@@ -8,7 +8,6 @@ from decimal import Decimal
 import pytest
 
 from simpul.cdc.mysql.catalog import TableInfo, binlog_columns
-from simpul.cdc.mysql.connector import BinlogPositionLost, needs_snapshot
 from simpul.cdc.mysql.schema import SchemaCache, build_table_schema
 from simpul.cdc.mysql.types import (
     MysqlColumn,
@@ -210,20 +209,6 @@ def test_table_schema_key_rules_and_cache(monkeypatch: pytest.MonkeyPatch) -> No
     assert second.value is first.value and second.envelope is first.envelope and second.columns == binlog
     wider = cache.get("orang", binlog + (column_from_binlog("umur", 3),), ("nik",), TableTransform({}))
     assert wider.value is not first.value and wider.value["fields"][-1]["name"] == "umur"
-
-
-def test_snapshot_modes() -> None:
-    done = {"file": "bin.000002", "pos": 4, "snapshot_completed": True}
-    assert needs_snapshot("initial", None, ["bin.000002"])
-    assert needs_snapshot("initial", {**done, "snapshot_completed": False}, ["bin.000002"])
-    assert not needs_snapshot("initial", done, ["bin.000002"])
-    assert not needs_snapshot("initial_only", done, ["bin.000002"])
-    assert needs_snapshot("always", done, ["bin.000002"])
-    assert not needs_snapshot("no_data", None, [])
-    assert needs_snapshot("when_needed", done, ["bin.000003"])
-    assert not needs_snapshot("when_needed", done, ["bin.000002"])
-    with pytest.raises(BinlogPositionLost, match="bin.000002 is no longer on the server"):
-        needs_snapshot("initial", done, ["bin.000003"])
 
 
 def test_binlog_columns_take_hints_from_the_catalog() -> None:

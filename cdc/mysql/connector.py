@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from simpul.cdc.errors import ConnectorError
+from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.mysql.binlog import BinlogStreamer
 from simpul.cdc.mysql.events import EventWriter
 from simpul.cdc.mysql.schema import SchemaCache
@@ -24,35 +25,6 @@ from simpul.databases import connect_mysql
 from simpul.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
-
-
-class BinlogPositionLost(ConnectorError):
-    """The stored binlog file is gone from the server and the snapshot mode forbids a new snapshot."""
-
-
-def needs_snapshot(mode: str, offset: dict[str, Any] | None, binlog_files: list[str]) -> bool:
-    """Whether to snapshot before streaming, following Debezium's ``snapshot.mode``.
-
-    ``initial``/``initial_only``: when no offset is stored or the stored snapshot did not complete;
-    ``always``: every start; ``when_needed``: also when the stored binlog file is gone;
-    ``no_data``: never (only the position is taken). Raises :class:`BinlogPositionLost` when
-    streaming would have to start from a purged file and the mode does not allow a snapshot.
-    """
-    completed = offset is not None and bool(offset.get("snapshot_completed"))
-    if mode == "always":
-        return True
-    if mode == "no_data":
-        return False
-    if not completed:
-        return True
-    assert offset is not None
-    if offset["file"] not in binlog_files:
-        if mode == "when_needed":
-            return True
-        raise BinlogPositionLost(
-            f"binlog file {offset['file']} is no longer on the server; use snapshot_mode when_needed (or forget the offset) to snapshot again"
-        )
-    return False
 
 
 class MySqlConnector:
@@ -97,7 +69,7 @@ class MySqlConnector:
                 cursor.execute("SHOW BINARY LOGS")
                 files = [row[0] for row in cursor.fetchall()]
             mode = source.capture.snapshot_mode
-            if not needs_snapshot(mode, offset, files):
+            if not needs_snapshot(mode, offset, offset is not None and offset.get("file") in files, f"binlog file {(offset or {}).get('file')} is no longer on the server"):
                 if offset is not None and offset.get("snapshot_completed"):
                     log.info("%s: resuming from the stored offset %s:%d", source.name, offset["file"], offset["pos"])
                     return BinlogPosition(offset["file"], int(offset["pos"]), offset.get("gtid"))

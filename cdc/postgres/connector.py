@@ -22,6 +22,7 @@ from psycopg import pq, sql
 
 from simpul.cdc import metrics
 from simpul.cdc.errors import ConnectorError
+from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.offsets import OffsetStore
 from simpul.cdc.postgres import catalog
 from simpul.cdc.postgres.events import (
@@ -143,13 +144,9 @@ class PostgresConnector:
         offset = self.offsets.load(self.source.name) or {}
         completed = bool(offset.get("snapshot_completed"))
         exists = catalog.slot_exists(admin, self.slot)
-        if mode == "initial" and completed and not exists:
-            raise ConnectorError(
-                f"{self.source.name}: slot {self.slot} is gone although a snapshot completed; changes since may be lost. "
-                "Set sources.<name>.capture.snapshot_mode to when_needed to snapshot again."
-            )
-        needs_snapshot = mode == "always" or (mode in ("initial", "initial_only") and not completed) or (mode == "when_needed" and not (completed and exists))
-        if not needs_snapshot:
+        lost = f"{self.source.name}: slot {self.slot} is gone although a snapshot completed"
+        snapshot = needs_snapshot(mode, offset, exists, lost)
+        if not snapshot:
             if not exists:
                 self._create_slot(export=False).close()
             if not completed:
@@ -185,6 +182,7 @@ class PostgresConnector:
             with progress(f"snapshot {name}", sum(counts.values())) as tracker:
                 for done, table in enumerate(self.source.tables):
                     schema = self._schema_for(conn, catalog.table_relation(conn, table))
+                    rows_scanned = metrics.SNAPSHOT_ROWS.labels(name, table)
                     columns = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in schema.relation.columns)
                     with conn.cursor(name=f"simpul_snapshot_{done}") as cursor:
                         cursor.itersize = SNAPSHOT_FETCH_ROWS
@@ -195,7 +193,7 @@ class PostgresConnector:
                                 self._publish_read(*held, lsn, "true")
                             held = (schema, values)
                             tracker.advance()
-                            metrics.SNAPSHOT_ROWS.labels(name, table).inc()
+                            rows_scanned.inc()
                             if self.shutdown.requested:
                                 raise ConnectorError(f"{name}: stopped during the snapshot; it runs again at the next start")
                         self.publisher.poll(0)
