@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from confluent_kafka import Consumer
 from confluent_kafka.admin import NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from simpul.config import SimpulConfig, SourceSettings
+from simpul.config import SimpulConfig, SourceSettings, write_config
 from simpul.kafka import client_config, create_topics
 from simpul.schemas.wire import ConfluentAvroDecoder
 
@@ -33,10 +32,7 @@ class ConnectorProcess:
 
     def __init__(self, config: SimpulConfig, source: SourceSettings) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="simpul-bench-"))
-        effective = config.model_dump(mode="json", exclude={"base_dir"})
-        effective["stack"]["home"] = str(config.home)
-        config_file = self.directory / "simpul.yaml"
-        config_file.write_text(yaml.safe_dump(effective))
+        config_file = write_config(config, self.directory / "simpul.yaml")
         self.log = self.directory / "connector.log"
         env = {**os.environ, source.dsn_env: source.dsn(), "SIMPUL_LOG_LEVEL": "INFO"}
         with open(self.log, "wb") as log:

@@ -301,6 +301,18 @@ def load_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def write_config(config: SimpulConfig, path: Path) -> Path:
+    """Write ``config`` as a self-contained ``simpul.yaml`` (absolute home) for a child process.
+
+    Secrets stay out: the file names the environment variables, as the original does.
+    """
+    effective = config.model_dump(mode="json", exclude={"base_dir"})
+    effective["stack"]["home"] = str(config.home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(effective, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Which config file to read: the flag, else ``$SIMPUL_CONFIG``, else ``./simpul.yaml``."""
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)

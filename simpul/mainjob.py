@@ -1,29 +1,51 @@
 """The main job on the local stack (``simpul run``, ``make run``).
 
-Today it brings the stack up, seeds a demo-sized Kota Serang when the agency databases are empty,
-and drives live changes into them while showing a live status; the CDC connectors, stream
+Today it brings the stack up (with the schema registry), seeds a demo-sized Kota Serang when the
+agency databases are empty, runs a CDC connector per agency source as a supervised process, and
+drives live changes into the agency databases while showing what each stage does; the stream
 processors and sinks join it as they are built. ``duration_s`` gives the bounded form that ends by
 itself with a summary.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from simpul.config import SimpulConfig, load_env_file
+from simpul.config import SimpulConfig, load_env_file, write_config
 from simpul.metrics import metrics_port, serve_metrics
 from simpul.seed import ChangeGenerator, is_seeded, seed_city
 from simpul.shutdown import Shutdown
 from simpul.stack import LocalStack, ServiceStatus
+from simpul.supervisor import Child, Supervisor
 
 CHANGES_METRIC = "simpul_changegen_changes_total"
+EVENTS_METRIC = "simpul_cdc_events_total"
+
+
+def scrape_sum(url: str, sample_name: str) -> float | None:
+    """The sum of a metric's samples on a ``/metrics`` page; None while the page does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == sample_name
+    )
 
 
 @dataclass
@@ -78,6 +100,10 @@ class MainJob:
         serve_metrics(self.config.metrics.host, port)
         self.console.print(f"metrics: http://{self.config.metrics.host}:{port}/metrics")
 
+        supervisor = Supervisor(self._connectors())
+        supervisor.start()
+        self.console.print(f"CDC connectors: {', '.join(s.name for s in self.config.sources)} (logs in {self.config.home / 'logs'})")
+
         generator = ChangeGenerator(self.config, seed=int(time.time()), truth_dir=truth_dir)
         failure: list[BaseException] = []
 
@@ -90,19 +116,29 @@ class MainJob:
         worker = threading.Thread(target=drive_changes, name="change-generator", daemon=True)
         worker.start()
         live_started = time.monotonic()
+        previous: dict[str, float] = {}
         with Live(console=self.console, refresh_per_second=2, transient=False) as live:
             while not shutdown.wait(1.0):
-                live.update(self._status(ChangeCounts.read(), time.monotonic() - live_started, rate))
+                supervisor.check()
+                events = self._captured()
+                live.update(self._status(ChangeCounts.read(), time.monotonic() - live_started, rate, supervisor, events, previous))
+                previous = events
                 if duration_s is not None and time.monotonic() - started >= duration_s:
                     shutdown.request()
                 if not worker.is_alive():
                     break
         worker.join(timeout=30)
+        events = self._captured()
+        killed = supervisor.stop()
         counts = ChangeCounts.read()
         elapsed = time.monotonic() - live_started
         self.console.rule("[bold]Summary")
         self.console.print(self._services_table(self.stack.status()))
         self.console.print(self._changes_table(counts))
+        self.console.print(self._connectors_table(supervisor, events, {}))
+        self.console.print(f"{int(sum(events.values())):,} change events captured into Kafka by {len(events)} connector(s)")
+        if killed:
+            self.console.print(f"[red]did not stop on SIGTERM within 30 s and were killed: {', '.join(killed)}")
         self.console.print(
             f"{counts.total:,} live changes committed in {elapsed:.1f}s "
             f"({counts.total / max(elapsed, 1e-9):.1f}/s, asked for {rate:g}/s); "
@@ -116,9 +152,49 @@ class MainJob:
             self.console.print(f"[red]the change generator stopped early: {type(failure[0]).__name__}")
             raise SystemExit(1)
 
-    def _status(self, counts: ChangeCounts, elapsed: float, rate: float) -> Group:
+    def _connectors(self) -> list[Child]:
+        config_file = write_config(self.config, self.config.home / "run" / "simpul.yaml")
+        return [
+            Child(
+                f"cdc-{source.name}",
+                [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "cdc", "run", "--source", source.name],
+                self.config.home / "logs" / f"cdc-{source.name}.log",
+            )
+            for source in self.config.sources
+        ]
+
+    def _captured(self) -> dict[str, float]:
+        """Events each connector has published so far (from its own /metrics)."""
+        captured = {}
+        for index, source in enumerate(self.config.sources):
+            url = f"http://{self.config.metrics.host}:{metrics_port(self.config, 'cdc', index)}/metrics"
+            total = scrape_sum(url, EVENTS_METRIC)
+            if total is not None:
+                captured[source.name] = total
+        return captured
+
+    def _status(
+        self, counts: ChangeCounts, elapsed: float, rate: float, supervisor: Supervisor, events: dict[str, float], previous: dict[str, float]
+    ) -> Group:
         header = f"running {elapsed:.0f}s · {counts.total:,} changes ({counts.total / max(elapsed, 1e-9):.1f}/s of {rate:g}/s asked) · Ctrl-C stops"
-        return Group(header, self._changes_table(counts))
+        return Group(header, self._connectors_table(supervisor, events, previous), self._changes_table(counts))
+
+    def _connectors_table(self, supervisor: Supervisor, events: dict[str, float], previous: dict[str, float]) -> Table:
+        table = Table("connector", "agency", "state", "events", "events/s", "restarts", title="CDC connectors")
+        for source, child in zip(self.config.sources, supervisor.children):
+            if supervisor.stopped and child.process is not None:
+                state = f"stopped (exit {child.process.returncode})"
+            else:
+                state = "[green]running" if child.running else "[yellow]restarting" if child.process else "[red]not started"
+            total = events.get(source.name)
+            per_second = total - previous[source.name] if total is not None and source.name in previous else None
+            table.add_row(
+                child.name, source.agency, state,
+                f"{int(total):,}" if total is not None else "-",
+                f"{per_second:,.0f}" if per_second is not None else "-",
+                str(child.restarts),
+            )
+        return table
 
     @staticmethod
     def _services_table(services: list[ServiceStatus]) -> Table:

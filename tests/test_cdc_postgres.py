@@ -20,11 +20,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import yaml
 
 from simpul.cdc.postgres.connector import PostgresConnector
 from simpul.cdc.publisher import dead_letter_topic, heartbeat_topic
-from simpul.config import CaptureSettings, SimpulConfig, SourceSettings
+from simpul.config import CaptureSettings, SimpulConfig, SourceSettings, write_config
 from simpul.shutdown import Shutdown
 
 pytestmark = pytest.mark.stack
@@ -249,11 +248,9 @@ def test_idle_database_heartbeats_and_the_slot_advances(pg, read_topic, stack_co
 
 def test_kill_9_then_restart_loses_nothing(pg, read_topic, tmp_path: Path) -> None:
     config, source = pg
-    config_file = tmp_path / "simpul.yaml"
-    effective = config.model_dump(mode="json", exclude={"base_dir"})
-    effective["stack"]["home"] = str(config.home)
-    effective["metrics"]["port"] = 29_600  # the connector serves on port + 10 + its index
-    config_file.write_text(yaml.safe_dump(effective))
+    # the connector serves its metrics on port + 10 + its index
+    config = config.model_copy(update={"metrics": config.metrics.model_copy(update={"port": 29_600})})
+    config_file = write_config(config, tmp_path / "simpul.yaml")
     env = {**os.environ, source.dsn_env: source.dsn(), "SIMPUL_LOG_LEVEL": "WARNING"}
     command = [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "cdc", "run", "--source", source.name]
     stop = threading.Event()
@@ -328,3 +325,21 @@ def test_column_rules_hash_mask_and_exclude_before_kafka(pg, read_topic, monkeyp
     assert "foto" not in after and after["data"] == "***"
     assert len(after["nama"]) == 64 and "Siti" not in after["nama"]
     assert events == 1 and connected == 1
+
+
+def test_unchanged_toast_under_replica_identity_default_gets_the_placeholder(pg, read_topic, caplog: pytest.LogCaptureFixture) -> None:
+    config, source = pg
+    with psycopg.connect(source.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.dokumen (id int PRIMARY KEY, judul text, isi text)")
+        conn.execute("ALTER TABLE public.dokumen ALTER COLUMN isi SET STORAGE EXTERNAL")  # stored out of line, uncompressed
+    source = source.model_copy(update={"tables": [*source.tables, "public.dokumen"]})
+    config = config.model_copy(update={"sources": [source]})
+    with caplog.at_level("WARNING"), running(config, source):
+        with psycopg.connect(source.dsn(), autocommit=True) as conn:
+            conn.execute("INSERT INTO dokumen VALUES (1, 'a', repeat('x', 10000))")
+            conn.execute("UPDATE dokumen SET judul = 'b' WHERE id = 1")
+        records = read_topic(f"{source.topic_prefix}.public.dokumen", lambda rs: len(rs) >= 2)
+    insert, update = (r.value for r in records)
+    assert insert["after"]["isi"] == "x" * 10000
+    assert update["after"]["judul"] == "b" and update["after"]["isi"] == "__debezium_unavailable_value"
+    assert any("public.dokumen has no REPLICA IDENTITY FULL" in message for message in caplog.messages)

@@ -7,9 +7,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-import yaml
-
-from simpul.config import SimpulConfig
+from simpul.config import SimpulConfig, write_config
 from simpul.stack.process import DetachedProcess, ServiceStatus, check_port_free, wait_until_ready
 
 
@@ -43,10 +41,7 @@ class RegistryServer:
     def start(self) -> list[ServiceStatus]:
         """Start the registry (unless running) and wait until it answers HTTP."""
         if self.process.pid() is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            effective = self.config.model_dump(mode="json", exclude={"base_dir"})
-            effective["stack"]["home"] = str(self.config.home)
-            self.config_file.write_text(yaml.safe_dump(effective, sort_keys=False), encoding="utf-8")
+            write_config(self.config, self.config_file)
             argv = [sys.executable, "-m", "simpul.cli", "--config", str(self.config_file), "registry", "run"]
             self.process.start(argv, self.log, cwd=self.root)
             wait_until_ready(self._answers, [self.process], "Schema registry", 60, [self.log])

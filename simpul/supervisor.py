@@ -1,0 +1,86 @@
+"""Child processes of the main job, supervised: started, restarted with back-off when they die,
+and stopped together (SIGTERM, then SIGKILL after a timeout) so that none outlives the job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Child:
+    """One supervised command; its output goes to ``log``."""
+
+    name: str
+    argv: Sequence[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    backoff_s: float = 1.0
+    restart_at: float = 0.0
+    exits: list[int] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive now."""
+        return self.process is not None and self.process.poll() is None
+
+
+class Supervisor:
+    """Keeps its children running until :meth:`stop`."""
+
+    def __init__(self, children: Sequence[Child], env: dict[str, str] | None = None) -> None:
+        self.children = list(children)
+        self.env = dict(env if env is not None else os.environ)
+        self.stopped = False
+
+    def start(self) -> None:
+        """Start every child."""
+        for child in self.children:
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        child.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(child.log, "ab") as log:
+            child.process = subprocess.Popen(list(child.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+
+    def check(self) -> None:
+        """Restart children that died, each after a back-off that doubles while it keeps dying."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.process is None or child.running:
+                continue
+            if child.restart_at == 0.0:
+                child.exits.append(child.process.returncode)
+                child.restart_at = now + child.backoff_s
+                child.backoff_s = min(child.backoff_s * 2, MAX_BACKOFF_S)
+            elif now >= child.restart_at:
+                child.restart_at = 0.0
+                child.restarts += 1
+                self._spawn(child)
+
+    def stop(self, timeout: float = 30.0) -> list[str]:
+        """SIGTERM every child, wait up to ``timeout``, SIGKILL what is left; names of those killed."""
+        self.stopped = True
+        for child in self.children:
+            if child.running:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        killed = []
+        for child in self.children:
+            if child.process is None:
+                continue
+            try:
+                child.process.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait(10)
+                killed.append(child.name)
+        return killed
