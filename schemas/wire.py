@@ -84,6 +84,44 @@ def _is_record_ref(name: str, parsed: dict[str, Any]) -> bool:
     return isinstance(target, dict) and target.get("type") in ("record", "error")
 
 
+def _zigzag_varint(value: int) -> bytes:
+    if value.__class__ is not int:
+        raise TypeError(f"expected an int, got {type(value).__name__}")
+    if not -(1 << 63) <= value < (1 << 63):
+        raise ValueError(f"{value} does not fit in an Avro long")
+    n = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _write_string(value: str) -> bytes:
+    data = value.encode("utf-8")
+    return _zigzag_varint(len(data)) + data
+
+
+_FLAT_WRITERS: dict[str, Callable[[Any], bytes]] = {"int": _zigzag_varint, "long": _zigzag_varint, "string": _write_string}
+
+
+def _flat_fields(parsed: Any) -> tuple[tuple[str, Callable[[Any], bytes]], ...] | None:
+    """Writers for a record of required int/long/string fields (a typical primary key), which
+    plain Python encodes faster than a call into fastavro; None for any other shape."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return None
+    writers = []
+    for field in parsed["fields"]:
+        kind = field["type"]
+        if isinstance(kind, dict) and set(kind) - {"type", "connect.type", "connect.name", "connect.version"} == set() and "connect.name" not in kind:
+            kind = kind["type"]
+        if not isinstance(kind, str) or kind not in _FLAT_WRITERS:
+            return None
+        writers.append((field["name"], _FLAT_WRITERS[kind]))
+    return tuple(writers)
+
+
 class ConfluentAvroEncoder:
     """Encodes records of one schema, already registered under ``schema_id``, to wire format.
 
@@ -96,9 +134,16 @@ class ConfluentAvroEncoder:
         self._tagged = _record_union_fields(self._parsed)
         self._buffer = io.BytesIO()
         self._buffer.write(HEADER.pack(MAGIC_BYTE, schema_id))
+        self._header = HEADER.pack(MAGIC_BYTE, schema_id)
+        self._flat = _flat_fields(self._parsed)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
         """The wire-format bytes of ``record`` (a dict shaped like the schema)."""
+        if self._flat is not None:
+            try:
+                return self._header + b"".join(write(record[name]) for name, write in self._flat)
+            except (KeyError, TypeError, ValueError, AttributeError):
+                pass  # not the simple shape after all: let fastavro encode it, or say why not
         if self._tagged:
             record = dict(record)
             for field, name in self._tagged:

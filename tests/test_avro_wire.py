@@ -163,3 +163,36 @@ def test_encoder_is_faster_than_plain_schemaless_writer() -> None:
         return min(timings)
 
     assert best_of_three(fast) < best_of_three(plain)
+
+
+@pytest.mark.parametrize(
+    ("fields", "record"),
+    [
+        ([{"name": "id", "type": "int"}], {"id": 0}),
+        ([{"name": "id", "type": "int"}], {"id": -2147483648}),
+        ([{"name": "id", "type": "long"}], {"id": 9223372036854775807}),
+        ([{"name": "nik", "type": "string"}, {"name": "n", "type": {"type": "int", "connect.type": "int16"}}], {"nik": "3673 ÿ ✓", "n": -1}),
+    ],
+)
+def test_flat_key_fast_path_writes_what_fastavro_writes(fields, record) -> None:
+    import io
+
+    import fastavro
+
+    from simpul.schemas.wire import ConfluentAvroEncoder
+
+    schema = {"type": "record", "name": "Key", "fields": fields}
+    encoder = ConfluentAvroEncoder(schema, 9)
+    expected = io.BytesIO()
+    fastavro.schemaless_writer(expected, fastavro.parse_schema(schema), record)
+    assert encoder.encode(record) == b"\x00\x00\x00\x00\x09" + expected.getvalue()
+
+
+def test_flat_key_with_a_bad_value_still_fails_clearly() -> None:
+    from simpul.schemas.wire import ConfluentAvroEncoder
+
+    encoder = ConfluentAvroEncoder({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}, 1)
+    with pytest.raises((ValueError, TypeError, OverflowError)):
+        encoder.encode({"id": 2**64})
+    with pytest.raises((ValueError, TypeError)):
+        encoder.encode({"id": "satu"})

@@ -96,6 +96,7 @@ class PostgresConnector:
         self.transforms = ColumnTransforms(source.capture.columns, f"sources.{source.name}")
         self.topics = {table: f"{source.topic_prefix}.{table}" for table in source.tables}
         self.schemas: dict[int, tuple[Relation, TableSchema]] = {}
+        self._snapshot_sources: dict[tuple[int, str], tuple[TableSchema, SourcePosition, dict[str, Any]]] = {}
         self.publisher = EventPublisher(config, source)
         self.offsets = OffsetStore(config)
         self.decoder = PgOutputDecoder()
@@ -206,8 +207,14 @@ class PostgresConnector:
         log.info("%s: snapshot of %d rows done in %.1fs", name, sum(counts.values()), time.monotonic() - started)
 
     def _publish_read(self, schema: TableSchema, values: tuple[str | None, ...], lsn: int, marker: str) -> None:
-        position = SourcePosition(lsn, None, _now_us(), None, marker)
-        source = source_block(self.source.topic_prefix, self.source.database, schema, position)
+        # Every row of a table read by the snapshot shares one source block (the snapshot's
+        # position, and the time its reading of the table began), built once.
+        cached = self._snapshot_sources.get((id(schema), marker))
+        if cached is None or cached[0] is not schema:
+            position = SourcePosition(lsn, None, _now_us(), None, marker)
+            cached = (schema, position, source_block(self.source.topic_prefix, self.source.database, schema, position))
+            self._snapshot_sources[(id(schema), marker)] = cached
+        _, position, source = cached
         transform = self.transforms.for_table(schema.relation.qualified_name)
         self._emit(schema, position, values, lambda: [read_event(schema, transform, values, source, _now_us())])
 
@@ -268,7 +275,8 @@ class PostgresConnector:
             source = source_block(self.source.topic_prefix, self.source.database, schema, position)
             transform = self.transforms.for_table(schema.relation.qualified_name)
             raw = message.new if isinstance(message, (Insert, Update)) else message.old
-            self._emit(schema, position, raw, lambda: change_events(schema, transform, message, source, _now_us()))
+            self._emit(schema, position, raw, lambda: change_events(schema, transform, message, source, _now_us()), timed=tx.events == 0)
+            tx.events += 1
         elif isinstance(message, Truncate):
             for relation in message.relations:
                 schema = self._schema_for(catalog_conn, relation)
@@ -293,13 +301,18 @@ class PostgresConnector:
         self.schemas[described.oid] = (described, schema)
         return schema
 
-    def _emit(self, schema: TableSchema, position: SourcePosition, raw: Any, build: Any) -> None:
-        """Publish the events ``build`` makes; a row that cannot become Avro goes to the dead letters."""
+    def _emit(self, schema: TableSchema, position: SourcePosition, raw: Any, build: Any, timed: bool = False) -> None:
+        """Publish the events ``build`` makes; a row that cannot become Avro goes to the dead letters.
+
+        ``timed``: observe this event's commit-to-acknowledgement lag (once per transaction is
+        enough for the metric, and a histogram observation per event costs as much as a row).
+        """
         table = schema.relation.qualified_name
+        commit_ms = position.commit_time_us // 1000 if timed else None
         try:
             events: list[Event] = build()
             for event in events:
-                self.publisher.publish(schema.topic, schema.key, event.key, schema.envelope, event.envelope, table, event.op, position.commit_time_us // 1000)
+                self.publisher.publish(schema.topic, schema.key, event.key, schema.envelope, event.envelope, table, event.op, commit_ms)
         except IncompatibleSchema as exc:
             self._dead_letter("incompatible_schema", str(exc), schema, position, raw)
         except (ValueError, TypeError, OverflowError, KeyError) as exc:

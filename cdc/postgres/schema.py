@@ -41,29 +41,35 @@ class TableSchema:
     value: dict[str, Any]
     envelope: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        # (name, convert, placeholder) per column, worked out once: row() runs for every event.
+        plan = tuple((c.name, pg.convert, _placeholder(pg)) for c, pg in zip(self.relation.columns, self.column_types))
+        object.__setattr__(self, "_plan", plan)
+        object.__setattr__(self, "_key_plan", tuple(plan[i] for i in self.key_columns))
+
     def row(self, values: tuple[RawValue, ...]) -> dict[str, Any]:
         """A decoded tuple as the ``Value`` record; unchanged TOAST values get Debezium's placeholder."""
-        return {
-            column.name: self._value(column, pg, raw)
-            for column, pg, raw in zip(self.relation.columns, self.column_types, values)
-        }
+        return _convert(self._plan, values)  # type: ignore[attr-defined]
 
     def key_of(self, values: tuple[RawValue, ...]) -> dict[str, Any] | None:
         """The ``Key`` record of a tuple, or None for a table without a key."""
         if self.key is None:
             return None
-        columns, types = self.relation.columns, self.column_types
-        return {columns[i].name: self._value(columns[i], types[i], values[i]) for i in self.key_columns}
+        return _convert(self._key_plan, tuple(values[i] for i in self.key_columns))  # type: ignore[attr-defined]
 
-    @staticmethod
-    def _value(column: Column, pg: PgType, raw: RawValue) -> Any:
+
+def _convert(plan: tuple[tuple[str, Any, Any], ...], values: tuple[RawValue, ...]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for (name, convert, placeholder), raw in zip(plan, values):
         if raw is None:
-            return None
-        if raw is UNCHANGED_TOAST:
-            return _placeholder(pg)
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8")
-        return pg.convert(raw)
+            row[name] = None
+        elif raw.__class__ is str:
+            row[name] = convert(raw)
+        elif raw is UNCHANGED_TOAST:
+            row[name] = placeholder
+        else:
+            row[name] = convert(raw.decode("utf-8"))  # type: ignore[union-attr]
+    return row
 
 
 def _placeholder(pg: PgType) -> Any:

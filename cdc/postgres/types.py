@@ -75,6 +75,12 @@ def to_micro_timestamp(text: str) -> int:
 
 def to_zoned_timestamp(text: str) -> str:
     """ISO-8601 in UTC (``io.debezium.time.ZonedTimestamp``), e.g. ``2024-01-02T03:04:05.123456Z``."""
+    if text.endswith("+00") and len(text) >= 22 and text[10] == " ":
+        # The common case with the session in UTC: only the separator and the zone change.
+        body = text[:-3]
+        if "." in body:
+            body = body.rstrip("0").rstrip(".") if body.rsplit(".", 1)[1].strip("0") == "" else body.ljust(26, "0")
+        return f"{body[:10]}T{body[11:]}Z"
     value = _timestamp(text, aware=True).astimezone(timezone.utc)
     return value.strftime("%Y-%m-%dT%H:%M:%S") + (f".{value.microsecond:06d}" if value.microsecond else "") + "Z"
 
@@ -129,15 +135,23 @@ def to_decimal(text: str) -> Decimal:
     return value
 
 
+_PLAIN_DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
+
+
 def to_variable_scale_decimal(text: str) -> dict[str, Any]:
     """An unconstrained ``numeric`` as Debezium's ``VariableScaleDecimal`` {scale, value}."""
-    value = to_decimal(text)
-    sign, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int)
-    unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
-    scale = max(-exponent, 0)
-    if exponent > 0:
-        unscaled *= 10**exponent
+    if _PLAIN_DECIMAL.fullmatch(text):
+        # PostgreSQL's own output (no exponent): scale and digits read straight off the text.
+        whole, _, fraction = text.partition(".")
+        unscaled, scale = int(whole + fraction), len(fraction)
+    else:
+        value = to_decimal(text)
+        sign, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)
+        unscaled = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
+        scale = max(-exponent, 0)
+        if exponent > 0:
+            unscaled *= 10**exponent
     length = max(1, (unscaled.bit_length() + 8) // 8)
     return {"scale": scale, "value": unscaled.to_bytes(length, "big", signed=True)}
 
