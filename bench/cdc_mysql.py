@@ -1,199 +1,281 @@
-"""Benchmark of the MySQL/MariaDB connector against a running stack (default: the test stack).
+"""Benchmark of the MySQL/MariaDB connector on the table of the published Debezium/Sequin comparison.
 
-Prints and writes ``bench/results/cdc_mysql.json``:
-- snapshot rows/s of ``--rows`` rows (first to last event seen by a consumer),
-- streaming events/s of ``--events`` inserts written as fast as possible in 100-row transactions,
-- p50/p99 commit -> consumed latency of paced single-row transactions (an upper bound of
-  commit -> Kafka ack: it adds the consumer's fetch),
-- the connector process's peak RSS (VmHWM).
+    .venv/bin/python -m bench.cdc_mysql [--config simpul.yaml] [--rows 1000000] [--rate 10000] [--seconds 30] [--writers 4]
 
-The connector runs as its own process (``run_mysql_connector``), as in production. The table is the
-one of the published Sequin/Debezium benchmark (``string, numeric, timestamp, json, inserted_at,
-updated_at``), in a database of its own that is dropped afterwards.
-
-    .venv/bin/python bench/cdc_mysql.py [--config tests/simpul.test.yaml] [--rows 100000] [--events 50000]
+Figures (printed, and written to ``bench/results/cdc_mysql.json``):
+- ``snapshot_rows_per_s``: initial snapshot of ``--rows`` rows into acknowledged Kafka, timed from
+  the connector's start (process launch) to the broker append of the last snapshot event seen by
+  the topic watcher. The connector's own log line (``snapshot done in N s``) has no row count and
+  comes before the final flush to Kafka, so it is only kept as the extra ``snapshot_connector_log_s``;
+- ``stream_max_events_per_s``: ``--writers`` processes, each with its own connection, write a mixed
+  insert/update/delete load (transactions of 40 row operations: 50% inserts, 30% updates, 20%
+  deletes) as fast as they can for ``--seconds``; events published divided by the time until the
+  connector has caught up (no event for 3 s);
+- ``stream_rate_ops_per_s``, ``stream_p50_ms``/``stream_p99_ms``: the same writers paced to a
+  steady ``--rate`` row operations/s in transactions of 10 operations, for ``--seconds``. Binlog
+  timestamps are whole seconds, so ``source.ts_ms`` cannot time a commit: latency is the broker's
+  LogAppendTime of a row's insert event minus the wall-clock time its writer's ``COMMIT`` returned,
+  for every row inserted in this phase (rows found by their ids: the transaction's
+  ``LAST_INSERT_ID()`` and row count; events by their Avro key ``{id}``). Updates and deletes are
+  part of the load but not of the latency sample, as their rows carry no commit time of their own;
+- ``connector_rss_mb_max``: the connector's largest resident memory while it streams one
+  transaction of ``--rows`` inserted rows;
+- ``sigterm_stop_s``: how long the streaming connector takes to stop cleanly on SIGTERM.
+The database (a database of its own on the MariaDB of the config's mysql source, dropped
+afterwards, with its topics), Kafka and the connector share this machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import signal
-import statistics
-import subprocess
-import sys
-import threading
+import multiprocessing
+import os
+import random
 import time
 import uuid
-from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pymysql
-from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+from pymysql.constants import CLIENT
 
-from simpul.config import CaptureSettings, SimpulConfig, load_config, load_env_file
+from bench.harness import ConnectorProcess, TopicWatch, percentile, write_results
+from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.databases import mysql_params
+from simpul.kafka import client_config
+from simpul.progress import progress
 
-RESULTS = Path(__file__).with_name("results") / "cdc_mysql.json"
-RUNNER = (
-    "import json, sys\n"
-    "from simpul.config import SimpulConfig\n"
-    "from simpul.shutdown import Shutdown\n"
-    "from simpul.cdc.mysql.connector import run_mysql_connector\n"
-    "config = SimpulConfig(**json.loads(sys.argv[1]))\n"
-    "run_mysql_connector(config, config.sources[0], Shutdown().install())\n"
-)
 TABLE = """CREATE TABLE bench (
-  id INT AUTO_INCREMENT PRIMARY KEY, string_field VARCHAR(255), numeric_field DECIMAL(12,2),
-  timestamp_field TIMESTAMP(6) NULL, json_field JSON, inserted_at DATETIME(6), updated_at DATETIME(6)
+  id INT AUTO_INCREMENT PRIMARY KEY,
+  string_field TEXT,
+  numeric_field DECIMAL(20,6),
+  timestamp_field TIMESTAMP(6) NULL,
+  json_field JSON,
+  inserted_at DATETIME(6) DEFAULT NOW(6),
+  updated_at DATETIME(6) DEFAULT NOW(6)
 ) ENGINE=InnoDB"""
-ROW_SQL = "(CONCAT('row ', {n}), {n} / 7, NOW(6), JSON_OBJECT('n', {n}), NOW(6), NOW(6))"
-COLUMNS = "(string_field, numeric_field, timestamp_field, json_field, inserted_at, updated_at)"
+COLUMNS = "(string_field, numeric_field, timestamp_field, json_field)"
+# MariaDB's sequence engine gives the rows in one statement (one transaction).
+ROWS = f"INSERT INTO bench {COLUMNS} SELECT MD5(seq), seq / 7, NOW(6), JSON_OBJECT('n', seq) FROM seq_1_to_{{n}}"
+ROW = "(MD5(RAND()), RAND() * 1000, NOW(6), JSON_OBJECT('a', 1))"
+# One round trip per transaction (multi-statement): the writer's Python stays out of the way.
+MIXED = ("START TRANSACTION; INSERT INTO bench " + COLUMNS + " VALUES {values}; "
+         "UPDATE bench SET string_field = MD5(RAND()), updated_at = NOW(6) WHERE id BETWEEN %d AND %d; "
+         "DELETE FROM bench WHERE id BETWEEN %d AND %d; COMMIT")
+# Deadlock, lock wait timeout: the transaction is retried with other rows.
+_RETRY = {1205, 1213}
 
 
-class Counter:
-    """Consumes a topic in a thread, timestamping each message (and the id of decoded ones)."""
+def write_load(params: dict[str, Any], ops: int, seconds: float, tx_per_s: float | None, maxid: int, start_at: float, seed: int) -> dict[str, Any]:
+    """One writer process: mixed transactions of ``ops`` row operations from ``start_at`` (epoch s)
+    for ``seconds``, paced to ``tx_per_s`` if given; what it committed.
 
-    def __init__(self, config: SimpulConfig, topic: str) -> None:
-        self.times: list[float] = []
-        self.by_id: dict[int, float] = {}
-        self.decode_ids = False
-        self._stop = threading.Event()
-        self._consumer = Consumer({"bootstrap.servers": config.kafka.bootstrap_servers, "group.id": f"bench-{uuid.uuid4().hex}",
-                                   "auto.offset.reset": "earliest", "fetch.wait.max.ms": 5, "topic.metadata.refresh.interval.ms": 500})
-        self._consumer.subscribe([topic])
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+    Returns the transactions and row operations (affected rows) committed and, per transaction,
+    ``(first inserted id, inserted rows, commit time in epoch ms)``.
+    """
+    inserts, updates = ops // 2, ops * 3 // 10
+    deletes = ops - inserts - updates
+    sql = MIXED.format(values=", ".join([ROW] * inserts))
+    conn = pymysql.connect(**{**params, "autocommit": True, "client_flag": CLIENT.MULTI_STATEMENTS})
+    cursor = conn.cursor()
+    # Row-based binlog: READ COMMITTED is safe and takes no gap locks between the writers.
+    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    rng = random.Random(seed)
+    interval = 1 / tx_per_s if tx_per_s else 0.0
+    transactions = rows = retries = 0
+    inserted: list[tuple[int, int, float]] = []
+    time.sleep(max(0.0, start_at - time.time()))
+    end = start_at + seconds
+    next_at = start_at
+    try:
+        while True:
+            now = time.time()
+            if now >= end:
+                break
+            if interval:
+                if next_at > now:
+                    time.sleep(next_at - now)
+                next_at += interval
+            first = rng.randint(1, max(1, maxid - ops))
+            try:
+                cursor.execute(sql % (first, first + updates - 1, first + updates, first + updates + deletes - 1))
+                cursor.nextset()
+                insert_id, inserted_rows = cursor.lastrowid, cursor.rowcount
+                cursor.nextset()
+                changed = cursor.rowcount
+                cursor.nextset()
+                changed += cursor.rowcount
+                cursor.nextset()  # COMMIT
+                committed_ms = time.time() * 1000
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] not in _RETRY:
+                    raise
+                conn.rollback()
+                retries += 1
+                continue
+            transactions += 1
+            rows += inserted_rows + changed
+            inserted.append((insert_id, inserted_rows, committed_ms))
+    finally:
+        conn.close()
+    return {"transactions": transactions, "rows": rows, "retries": retries, "inserted": inserted}
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for message in self._consumer.consume(1_000, 0.005):
-                if message.error() is not None or message.value() is None:
-                    continue
-                now = time.monotonic()
-                self.times.append(now)
-                if self.decode_ids:
-                    # The key is the Avro record {id: int}: after the 5-byte Confluent header, a zigzag varint.
-                    self.by_id[_zigzag(message.key()[5:])] = now
-        self._consumer.close()
 
-    def wait_for(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.times) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if len(self.times) < count:
-            raise SystemExit(f"only {len(self.times)} of {count} events arrived within {timeout:.0f} s")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+def run_writers(pool: Any, params: dict[str, Any], writers: int, ops: int, seconds: float, rate: int | None,
+                maxid: int, watch: TopicWatch, label: str) -> tuple[float, dict[str, Any]]:
+    """Run the load on every writer process, with progress; (its monotonic start, the totals)."""
+    start_at = time.time() + 1.0
+    started = time.monotonic() + (start_at - time.time())
+    tx_per_s = rate / ops / writers if rate else None
+    pending = pool.starmap_async(write_load, [(params, ops, seconds, tx_per_s, maxid, start_at, n) for n in range(writers)])
+    last = watch.count
+    with progress(label, None, unit="events") as tracker:
+        while not pending.ready():
+            pending.wait(0.2)
+            tracker.advance(watch.count - last)
+            last = watch.count
+    results = pending.get()
+    totals = {k: sum(r[k] for r in results) for k in ("transactions", "rows", "retries")}
+    totals["inserted"] = [item for r in results for item in r["inserted"]]
+    return started, totals
 
 
-def _zigzag(data: bytes) -> int:
-    shift = result = 0
-    for byte in data:
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            break
-    return (result >> 1) ^ -(result & 1)
-
-
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def _database_dsn(dsn: str, database: str) -> str:
+    url = urlsplit(dsn)
+    return urlunsplit(url._replace(path=f"/{database}"))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="tests/simpul.test.yaml")
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--events", type=int, default=50_000)
-    parser.add_argument("--paced", type=int, default=2_000, help="single-row transactions for the latency figure")
-    parser.add_argument("--rate", type=int, default=500, help="paced transactions per second")
+    parser.add_argument("--config", default="simpul.yaml")
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rate", type=int, default=10_000, help="row operations/s of the latency phase")
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--writers", type=int, default=4, help="writer processes, each with its own connection")
     args = parser.parse_args()
 
     base = load_config(args.config)
     load_env_file(base.home / "stack.env")
     template = next(s for s in base.sources if s.kind == "mysql")
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = mysql_params(template.dsn())
-    database = name
-    source = template.model_copy(update={"name": name, "topic_prefix": name, "database": database,
-                                         "tables": [f"{database}.bench"], "capture": CaptureSettings()})
+    dsn = _database_dsn(template.dsn(), name)
+    os.environ[f"SIMPUL_{name.upper()}_DSN"] = dsn
+    source = template.model_copy(update={
+        "name": name, "topic_prefix": name, "database": name, "dsn_env": f"SIMPUL_{name.upper()}_DSN",
+        "tables": [f"{name}.bench"], "capture": CaptureSettings(max_batch_events=20_000),
+    })
     config = base.model_copy(update={"sources": [source]})
-    topic = f"{name}.{database}.bench"
-    db = pymysql.connect(**{**admin, "database": None, "autocommit": True})
-    cursor = db.cursor()
-    cursor.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
-    cursor.execute(f"USE `{database}`")
-    connector: subprocess.Popen[bytes] | None = None
-    counter: Counter | None = None
+    topic = f"{name}.{name}.bench"
+    params = mysql_params(dsn)
+    admin = pymysql.connect(**{**params, "database": None, "autocommit": True})
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@sync_binlog")
+        version, flush_log, sync_binlog = cursor.fetchone()
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    connector: ConnectorProcess | None = None
+    watch: TopicWatch | None = None
+    # Spawned, not forked: the parent runs librdkafka threads.
+    pool = multiprocessing.get_context("spawn").Pool(args.writers)
+    figures: dict[str, object] = {
+        "server": f"MariaDB {version.split('-')[0]} (ROW binlog, innodb_flush_log_at_trx_commit={flush_log}, sync_binlog={sync_binlog}), "
+                  f"Kafka {base.stack.kafka.version} single broker, all on this {os.cpu_count()}-core machine",
+    }
     try:
-        cursor.execute(TABLE)
-        cursor.execute(f"INSERT INTO bench {COLUMNS} SELECT {ROW_SQL.format(n='seq')[1:-1]} FROM seq_1_to_{args.rows}")
-        counter = Counter(config, topic)
-        connector = subprocess.Popen([sys.executable, "-c", RUNNER, json.dumps(config.model_dump(mode="json"))], stderr=subprocess.DEVNULL)
+        db = pymysql.connect(**{**params, "autocommit": True})
+        with db.cursor() as cursor:
+            cursor.execute(TABLE)
+            print(f"loading {args.rows:,} rows ...", flush=True)
+            cursor.execute(ROWS.format(n=args.rows))
+        watch = TopicWatch(config, [topic])
 
-        counter.wait_for(args.rows, 600)
-        snapshot_s = counter.times[args.rows - 1] - counter.times[0]
-        print(f"snapshot: {args.rows:,} rows in {snapshot_s:.2f} s = {args.rows / snapshot_s:,.0f} rows/s")
+        started = time.monotonic()
+        connector = ConnectorProcess(config, source)
+        with progress("  snapshot into Kafka", args.rows, unit="events") as tracker:
+            watch.wait_for(args.rows, 1800, tracker)
+        snapshot_s = watch.last_arrival - started
+        figures["snapshot_rows"] = watch.count
+        figures["snapshot_rows_per_s"] = round(watch.count / snapshot_s)
+        logged = connector.wait_for_log(r"snapshot done in ([\d.]+) s", 60)
+        figures["snapshot_connector_log_s"] = float(logged.group(1))
+        figures["snapshot_rss_mb_max"] = round(connector.rss_max_mb)
+        print(f"snapshot: {watch.count:,} rows in {snapshot_s:.1f}s from connector start = {figures['snapshot_rows_per_s']:,} rows/s "
+              f"(connector log: read in {logged.group(1)} s)", flush=True)
+        connector.wait_for_log(r"streaming from ", 60)
 
-        start = time.monotonic()
-        for offset in range(0, args.events, 100):
-            values = ", ".join(ROW_SQL.format(n=n) for n in range(offset, min(offset + 100, args.events)))
-            cursor.execute("BEGIN")
-            cursor.execute(f"INSERT INTO bench {COLUMNS} VALUES {values}")
-            cursor.execute("COMMIT")
-        written_s = time.monotonic() - start
-        counter.wait_for(args.rows + args.events, 600)
-        streaming_s = counter.times[-1] - start
-        print(f"streaming: {args.events:,} inserts written in {written_s:.2f} s, all consumed after {streaming_s:.2f} s"
-              f" = {args.events / streaming_s:,.0f} events/s")
+        with db.cursor() as cursor:
+            cursor.execute("SELECT MAX(id) FROM bench")
+            (maxid,) = cursor.fetchone()
+        before = watch.count
+        print(f"streaming: {args.writers} writers unthrottled for {args.seconds}s (transactions of 40 row operations) ...", flush=True)
+        started, load = run_writers(pool, params, args.writers, 40, args.seconds, None, maxid, watch, "  writing")
+        with progress("  catching up", load["rows"], unit="events") as tracker:
+            tracker.advance(watch.count - before)
+            watch.wait_quiet(progress=tracker)
+        elapsed = watch.last_arrival - started
+        streamed = watch.count - before
+        figures["stream_max_events_per_s"] = round(streamed / elapsed)
+        figures["stream_max_events"] = streamed
+        figures["stream_max_source_ops_per_s"] = round(load["rows"] / args.seconds)
+        print(f"streaming: {streamed:,} events in {elapsed:.1f}s = {figures['stream_max_events_per_s']:,} events/s "
+              f"(writers committed {load['rows'] / args.seconds:,.0f} row operations/s, {load['retries']} retried transactions)", flush=True)
 
-        counter.decode_ids = True
-        committed: dict[int, float] = {}
-        interval = 1 / args.rate
-        next_at = time.monotonic()
-        for n in range(args.paced):
-            cursor.execute(f"INSERT INTO bench {COLUMNS} VALUES {ROW_SQL.format(n=n)}")
-            committed[cursor.lastrowid] = time.monotonic()
-            next_at += interval
-            time.sleep(max(0.0, next_at - time.monotonic()))
-        counter.wait_for(args.rows + args.events + args.paced, 120)
-        latencies = sorted((counter.by_id[i] - t) * 1000 for i, t in committed.items() if i in counter.by_id)
-        p50 = statistics.quantiles(latencies, n=100)[49]
-        p99 = statistics.quantiles(latencies, n=100)[98]
-        print(f"commit -> consumed ({args.paced:,} paced at {args.rate}/s): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+        with db.cursor() as cursor:
+            cursor.execute("SELECT MAX(id) FROM bench")
+            (maxid,) = cursor.fetchone()
+        print(f"latency: {args.writers} writers at {args.rate:,} row operations/s for {args.seconds}s (transactions of 10) ...", flush=True)
+        watch.key_append_ms.clear()
+        watch.key_field = "id"
+        _, load = run_writers(pool, params, args.writers, 10, args.seconds, args.rate, maxid, watch, "  writing")
+        watch.wait_quiet()
+        watch.key_field = None
+        appended = watch.key_append_ms
+        latencies: list[float] = []
+        missing = 0
+        for first, count, committed_ms in load["inserted"]:
+            for row_id in range(first, first + count):
+                if row_id in appended:
+                    latencies.append(appended[row_id] - committed_ms)
+                else:
+                    missing += 1
+        figures["stream_rate_ops_per_s"] = round(load["rows"] / args.seconds)
+        figures["stream_p50_ms"] = round(percentile(latencies, 50), 1)
+        figures["stream_p99_ms"] = round(percentile(latencies, 99), 1)
+        figures["stream_latency_events"] = len(latencies)
+        if missing:
+            figures["stream_latency_missing"] = missing
+        print(f"latency: {load['rows'] / args.seconds:,.0f} ops/s achieved, p50 {figures['stream_p50_ms']} ms, p99 {figures['stream_p99_ms']} ms "
+              f"over {len(latencies):,} inserted rows{f' ({missing:,} never seen)' if missing else ''}", flush=True)
 
-        rss = _peak_rss_mb(connector.pid)
-        print(f"connector peak RSS: {rss:.0f} MiB")
-        connector.send_signal(signal.SIGTERM)
-        stop_start = time.monotonic()
-        code = connector.wait(30)
-        stop_s = time.monotonic() - stop_start
-        print(f"clean stop on SIGTERM: exit {code} in {stop_s:.2f} s")
-        result: dict[str, Any] = {
-            "snapshot_rows": args.rows, "snapshot_rows_per_s": round(args.rows / snapshot_s),
-            "streaming_events": args.events, "streaming_events_per_s": round(args.events / streaming_s),
-            "paced_transactions": args.paced, "paced_rate_per_s": args.rate,
-            "commit_to_consumed_p50_ms": round(p50, 1), "commit_to_consumed_p99_ms": round(p99, 1),
-            "connector_peak_rss_mib": round(rss), "sigterm_stop_s": round(stop_s, 2),
-            "server": "MariaDB 10.11, local stack, single Kafka broker", "ts": int(time.time()),
-        }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"written {RESULTS}")
-    finally:
-        if connector is not None and connector.poll() is None:
-            connector.kill()
-            connector.wait(10)
-        if counter is not None:
-            counter.close()
-        cursor.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        print(f"large transaction: {args.rows:,} rows in one transaction ...", flush=True)
+        before = watch.count
+        connector.reset_rss()
+        with db.cursor() as cursor:
+            cursor.execute(ROWS.format(n=args.rows))
+        with progress("  streaming the transaction", args.rows, unit="events") as tracker:
+            watch.wait_for(before + args.rows, 1800, tracker)
+        figures["large_transaction_rows"] = args.rows
+        figures["connector_rss_mb_max"] = round(connector.rss_max_mb)
+        print(f"large transaction: connector RSS max {figures['connector_rss_mb_max']} MB", flush=True)
+        figures["sigterm_stop_s"] = round(connector.stop(), 2)
+        print(f"stop: clean exit {connector.process.returncode} on SIGTERM in {figures['sigterm_stop_s']} s", flush=True)
         db.close()
+        write_results("cdc_mysql", figures)
+    finally:
+        pool.terminate()
+        pool.join()
+        if connector is not None:
+            connector.stop()
+        if watch is not None:
+            watch.close()
+        with admin.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+        kafka = AdminClient(client_config(config.kafka))
+        ours = [t for t in kafka.list_topics(timeout=10).topics if t.startswith(f"{name}.")]
+        if ours:
+            for future in kafka.delete_topics(ours).values():
+                future.result()
 
 
 if __name__ == "__main__":
