@@ -1,6 +1,6 @@
 """Benchmark of the PostgreSQL connector on the table of the published Debezium/Sequin comparison.
 
-    .venv/bin/python bench/cdc_postgres.py [--config simpul.yaml] [--rows 1000000] [--rate 10000] [--seconds 30]
+    .venv/bin/python -m bench.cdc_postgres [--config simpul.yaml] [--rows 1000000] [--rate 10000] [--seconds 30]
 
 Figures (printed, and written to ``bench/results/cdc_postgres.json``):
 - ``snapshot_rows_per_s``: initial snapshot of ``--rows`` rows into acknowledged Kafka (the
