@@ -45,6 +45,24 @@ def connect_type(physical: str, connect_name: str | None = None, version: int | 
     return avro
 
 
+def connect_int16() -> AvroType:
+    """Kafka Connect's INT16 as Confluent writes it into Avro."""
+    return {"type": "int", "connect.type": "int16"}
+
+
+def connect_decimal(precision: int, scale: int) -> AvroType:
+    """Kafka Connect's ``Decimal`` as Confluent writes it: Avro decimal bytes with its parameters."""
+    return {
+        "type": "bytes",
+        "scale": scale,
+        "precision": precision,
+        "connect.version": 1,
+        "connect.parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)},
+        "connect.name": "org.apache.kafka.connect.data.Decimal",
+        "logicalType": "decimal",
+    }
+
+
 def field(name: str, avro_type: AvroType, nullable: bool) -> dict[str, Any]:
     """A record field; nullable fields get ``default: null`` so adding them stays BACKWARD compatible."""
     if nullable:

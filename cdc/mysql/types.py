@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from simpul.cdc.envelope import AvroType, connect_type
+from simpul.cdc.envelope import AvroType, connect_decimal, connect_int16, connect_type
 
 EPOCH_DATE = date(1970, 1, 1)
 EPOCH = datetime(1970, 1, 1)
@@ -173,30 +173,13 @@ def column_from_binlog(
 # --- Avro types ---------------------------------------------------------------------------------
 
 
-def _int16() -> AvroType:
-    return {"type": "int", "connect.type": "int16"}
-
-
-def decimal_avro(precision: int, scale: int) -> AvroType:
-    """Kafka Connect's ``Decimal`` as Confluent writes it: Avro decimal bytes with its parameters."""
-    return {
-        "type": "bytes",
-        "scale": scale,
-        "precision": precision,
-        "connect.version": 1,
-        "connect.parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)},
-        "connect.name": "org.apache.kafka.connect.data.Decimal",
-        "logicalType": "decimal",
-    }
-
-
 def avro_type(column: MysqlColumn) -> AvroType:
     """The Avro type of ``column`` (Debezium's MySQL mapping)."""
     t = column.type_name
     if t == "tinyint":
-        return "boolean" if column.boolean else _int16()
+        return "boolean" if column.boolean else connect_int16()
     if t == "smallint":
-        return "int" if column.unsigned else _int16()
+        return "int" if column.unsigned else connect_int16()
     if t == "mediumint":
         return "int"
     if t == "int":
@@ -209,7 +192,7 @@ def avro_type(column: MysqlColumn) -> AvroType:
     if t == "double":
         return "double"
     if t == "decimal":
-        return decimal_avro(column.precision or 10, column.scale or 0)
+        return connect_decimal(column.precision or 10, column.scale or 0)
     if t == "bit":
         if (column.length or 1) == 1:
             return "boolean"

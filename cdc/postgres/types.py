@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from typing import Any
 
-from simpul.cdc.envelope import AvroType, connect_type
+from simpul.cdc.envelope import AvroType, connect_decimal, connect_int16, connect_type
 
 EPOCH_DATE = date(1970, 1, 1)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -189,10 +189,6 @@ def parse_array(text: str) -> list[str | None]:
 # --- the type table ------------------------------------------------------------------------------
 
 
-def _int16() -> AvroType:
-    return {"type": "int", "connect.type": "int16"}
-
-
 def _string(name: str | None = None, version: int | None = None, **parameters: str) -> AvroType:
     return connect_type("string", name, version, **parameters)
 
@@ -203,7 +199,7 @@ _SIMPLE: dict[int, PgType] = {
     18: PgType("char", "string", str),
     19: PgType("name", "string", str),
     20: PgType("int8", "long", int),
-    21: PgType("int2", _int16(), int),
+    21: PgType("int2", connect_int16(), int),
     23: PgType("int4", "int", int),
     25: PgType("text", "string", str),
     26: PgType("oid", "long", int),
@@ -254,15 +250,7 @@ def numeric_type(type_modifier: int, first_use: bool = True) -> PgType:
         return PgType("numeric", avro, to_variable_scale_decimal)
     precision = ((type_modifier - 4) >> 16) & 0xFFFF
     scale = (type_modifier - 4) & 0xFFFF
-    avro = {
-        "type": "bytes",
-        "scale": scale,
-        "precision": precision,
-        "connect.version": 1,
-        "connect.parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)},
-        "connect.name": "org.apache.kafka.connect.data.Decimal",
-        "logicalType": "decimal",
-    }
+    avro = connect_decimal(precision, scale)
     return PgType("numeric", avro, to_decimal)
 
 
