@@ -268,24 +268,39 @@ class PgOutputDecoder:
             raise PgOutputError(f"row for relation {oid} arrived before its Relation message") from None
 
     def _tuple(self, r: _Reader, relation: Relation) -> tuple[RawValue, ...]:
-        count = r.take(_INT16)
+        # The hot loop of the connector: every column of every row passes here, so it reads the
+        # buffer with plain indexing instead of the reader's per-field calls.
+        data, pos, end = r.data, r.pos, len(r.data)
+        if pos + 2 > end:
+            raise PgOutputError(f"message ends early at byte {pos}")
+        count = int.from_bytes(data[pos : pos + 2], "big", signed=True)
+        pos += 2
         if count != len(relation.columns):
             raise PgOutputError(
                 f"{relation.qualified_name}: tuple has {count} columns, relation has {len(relation.columns)}"
             )
         values: list[RawValue] = []
+        append = values.append
         for _ in range(count):
-            kind = r.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED_TOAST)
-            elif kind == "t":
-                values.append(r.raw(r.take(_INT32)).decode("utf-8"))
-            elif kind == "b":
-                values.append(r.raw(r.take(_INT32)))
+            if pos >= end:
+                raise PgOutputError(f"message ends early at byte {pos}")
+            kind = data[pos]
+            pos += 1
+            if kind == 0x74 or kind == 0x62:  # 't' text, 'b' binary
+                length = int.from_bytes(data[pos : pos + 4], "big")
+                pos += 4
+                if pos + length > end:
+                    raise PgOutputError(f"value of {length} bytes runs past the message end at byte {pos}")
+                raw = data[pos : pos + length]
+                append(raw.decode("utf-8") if kind == 0x74 else raw)
+                pos += length
+            elif kind == 0x6E:  # 'n' null
+                append(None)
+            elif kind == 0x75:  # 'u' unchanged TOAST
+                append(UNCHANGED_TOAST)
             else:
-                raise PgOutputError(f"{relation.qualified_name}: unknown tuple value kind {kind!r}")
+                raise PgOutputError(f"{relation.qualified_name}: unknown tuple value kind {chr(kind)!r}")
+        r.pos = pos
         return tuple(values)
 
     def _insert(self, r: _Reader) -> Insert:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -66,11 +66,13 @@ def _timestamp(text: str, aware: bool) -> datetime:
     return value
 
 
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def to_micro_timestamp(text: str) -> int:
     """Microseconds since the epoch of a ``timestamp`` read as UTC (``io.debezium.time.MicroTimestamp``)."""
-    value = _timestamp(text, aware=False).replace(tzinfo=timezone.utc)
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (_timestamp(text, aware=False) - _EPOCH_NAIVE) // _MICROSECOND
 
 
 def to_zoned_timestamp(text: str) -> str:
