@@ -40,7 +40,7 @@ import pymysql
 from confluent_kafka.admin import AdminClient
 from pymysql.constants import CLIENT
 
-from bench.harness import ConnectorProcess, TopicWatch, percentile, write_results
+from bench.harness import ConnectorProcess, TopicWatch, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.databases import mysql_params
 from simpul.kafka import client_config
@@ -247,18 +247,11 @@ def main() -> None:
         print(f"latency: {load['rows'] / args.seconds:,.0f} ops/s achieved, p50 {figures['stream_p50_ms']} ms, p99 {figures['stream_p99_ms']} ms "
               f"over {len(latencies):,} inserted rows{f' ({missing:,} never seen)' if missing else ''}", flush=True)
 
-        print(f"large transaction: {args.rows:,} rows in one transaction ...", flush=True)
-        before = watch.count
-        connector.reset_rss()
-        with db.cursor() as cursor:
-            cursor.execute(ROWS.format(n=args.rows))
-        with progress("  streaming the transaction", args.rows, unit="events") as tracker:
-            watch.wait_for(before + args.rows, 1800, tracker)
-        figures["large_transaction_rows"] = args.rows
-        figures["connector_rss_mb_max"] = round(connector.rss_max_mb)
-        print(f"large transaction: connector RSS max {figures['connector_rss_mb_max']} MB", flush=True)
-        figures["sigterm_stop_s"] = round(connector.stop(), 2)
-        print(f"stop: clean exit {connector.process.returncode} on SIGTERM in {figures['sigterm_stop_s']} s", flush=True)
+        def insert_rows() -> None:
+            with db.cursor() as cursor:
+                cursor.execute(ROWS.format(n=args.rows))
+
+        figures.update(large_transaction(watch, connector, args.rows, insert_rows))
         db.close()
         write_results("cdc_mysql", figures)
     finally:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import ConnectorProcess, TopicWatch, percentile, write_results
+from bench.harness import ConnectorProcess, TopicWatch, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.progress import progress
 
@@ -149,17 +149,11 @@ def main() -> None:
         figures["stream_latency_events"] = len(latencies)
         print(f"latency: {done / args.seconds:,.0f} ops/s achieved, p50 {figures['stream_p50_ms']} ms, p99 {figures['stream_p99_ms']} ms over {len(latencies):,} events", flush=True)
 
-        print(f"large transaction: {args.rows:,} rows in one transaction ...", flush=True)
-        before = watch.count
-        connector.reset_rss()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(ROWS.format(n=args.rows))
-        with progress("  streaming the transaction", args.rows, unit="events") as tracker:
-            watch.wait_for(before + args.rows, 1800, tracker)
-        figures["large_transaction_rows"] = args.rows
-        figures["connector_rss_mb_max"] = round(connector.rss_max_mb)
-        print(f"large transaction: connector RSS max {figures['connector_rss_mb_max']} MB", flush=True)
-        figures["sigterm_stop_s"] = round(connector.stop(), 2)
+        def insert_rows() -> None:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(ROWS.format(n=args.rows))
+
+        figures.update(large_transaction(watch, connector, args.rows, insert_rows))
         write_results("cdc_postgres", figures)
     finally:
         if connector is not None:

@@ -161,6 +161,24 @@ class TopicWatch:
         self._thread.join(10)
 
 
+def large_transaction(watch: TopicWatch, connector: ConnectorProcess, rows: int, write: Any) -> dict[str, Any]:
+    """Commit one transaction of ``rows`` inserted rows (``write()`` does it), wait until all its
+    events are in Kafka, and report the connector's largest RSS meanwhile; then stop it cleanly."""
+    from simpul.progress import progress
+
+    print(f"large transaction: {rows:,} rows in one transaction ...", flush=True)
+    before = watch.count
+    connector.reset_rss()
+    write()
+    with progress("  streaming the transaction", rows, unit="events") as tracker:
+        watch.wait_for(before + rows, 1800, tracker)
+    figures = {"large_transaction_rows": rows, "connector_rss_mb_max": round(connector.rss_max_mb)}
+    print(f"large transaction: connector RSS max {figures['connector_rss_mb_max']} MB", flush=True)
+    figures["sigterm_stop_s"] = round(connector.stop(), 2)
+    print(f"stop: exit {connector.process.returncode} on SIGTERM in {figures['sigterm_stop_s']} s", flush=True)
+    return figures
+
+
 def percentile(values: list[float], q: int) -> float:
     """The q-th percentile (1..99) of ``values``."""
     return statistics.quantiles(values, n=100)[q - 1]
