@@ -24,11 +24,13 @@ seed_app = typer.Typer(help="The synthetic Kota Serang: agency databases with a 
 config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
 registry_app = typer.Typer(no_args_is_help=True, help="Simpul's own Confluent-compatible schema registry.")
 cdc_app = typer.Typer(no_args_is_help=True, help="Change-data capture from agency databases into Kafka.")
+er_app = typer.Typer(no_args_is_help=True, help="Entity resolution offline: export canonical records, resolve, evaluate.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(seed_app, name="seed")
 app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
 app.add_typer(cdc_app, name="cdc")
+app.add_typer(er_app, name="er")
 
 err = Console(stderr=True)
 out = Console()
@@ -198,6 +200,94 @@ def cdc_run(source: Annotated[str, typer.Option("--source", "-s", help="The sour
     run_connector(_config(), source, Shutdown().install())
 
 
+# --- entity resolution offline ------------------------------------------------------------------
+
+
+@er_app.command("export")
+def er_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of canonical records to write.")],
+    limit: Annotated[Optional[int], typer.Option(help="At most this many records, shared across tables by their size.", min=1)] = None,
+    mapping_file: Annotated[Optional[Path], typer.Option("--mapping", help="Mapping YAML (default: the shipped Kota Serang one).")] = None,
+) -> None:
+    """Read the configured agency databases through the mapping into canonical records (JSONL)."""
+    from simpul.er_offline import export_records
+    from simpul.streams.mapping import load_mapping
+
+    counts = export_records(_config(), load_mapping(mapping_file), output, limit)
+    table = Table("agency table", "records", "quality notes")
+    for name, (rows, notes) in counts.items():
+        table.add_row(name, f"{rows:,}", ", ".join(f"{code} {n:,}" for code, n in notes.most_common(6)) or "-")
+    out.print(table)
+    out.print(f"{sum(rows for rows, _ in counts.values()):,} canonical records written to {output}")
+
+
+@er_app.command("resolve")
+def er_resolve(
+    input_file: Annotated[Path, typer.Option("--input", "-i", help="JSONL of canonical records (from `simpul er export`).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file: each record's cluster.")],
+    settings_file: Annotated[Optional[Path], typer.Option("--settings", help="Match settings (YAML/JSON), or estimates written by --estimates.")] = None,
+    reviews: Annotated[Optional[Path], typer.Option(help="JSONL file for review pairs with their explanation.")] = None,
+    links: Annotated[Optional[Path], typer.Option(help="JSONL file for the links made (rule or score).")] = None,
+    estimates: Annotated[Optional[Path], typer.Option(help="JSON file for the model's estimates (reusable as --settings).")] = None,
+) -> None:
+    """Resolve canonical records into clusters with the matching engine; print a summary."""
+    from simpul.er_offline import load_model, read_records, write_resolution
+    from simpul.streams.resolve import resolve
+
+    model = load_model(settings_file)
+    records = read_records(input_file)
+    resolution = resolve(records, model=model)
+    write_resolution(resolution, records, output, reviews, links, estimates)
+    summary = Table("figure", "value")
+    summary.add_row("records", f"{len(records):,}")
+    summary.add_row("clusters", f"{resolution.cluster_count:,}")
+    summary.add_row("candidate pairs", f"{resolution.candidate_pairs:,}")
+    summary.add_row("blocks skipped as too large", f"{resolution.skipped_blocks:,}")
+    for rule, n in resolution.links_by_rule.items():
+        summary.add_row(f"merges by {rule}", f"{n:,}")
+    summary.add_row("review pairs", f"{len(resolution.reviews):,}")
+    if resolution.em is not None:
+        summary.add_row("model", f"estimated on the input ({resolution.em.n_distinct_vectors:,} distinct comparison vectors)")
+    summary.add_row("lambda (match rate among candidates)", f"{resolution.model.lambda_:.4f}")
+    out.print(summary)
+    levels = Table("comparison", "level", "m", "u", "weight (bits)")
+    for name, rows in resolution.model.parameters()["comparisons"].items():
+        for row in rows:
+            levels.add_row(name, row["label"], f"{row['m']:.4f}", f"{row['u']:.6f}", f"{row['weight']:+.2f}")
+    out.print(levels)
+
+
+@er_app.command("evaluate")
+def er_evaluate(
+    clusters: Annotated[Path, typer.Option(help="JSONL written by `simpul er resolve --output`.")],
+    truth_dir: Annotated[Optional[Path], typer.Option(help="Truth folder (default <stack home>/truth).")] = None,
+    links: Annotated[Optional[Path], typer.Option(help="Links JSONL, for auto-link precision.")] = None,
+    reviews: Annotated[Optional[Path], typer.Option(help="Review pairs JSONL, for the review fraction.")] = None,
+) -> None:
+    """Pairwise precision, recall and F1 of the clusters against the seed's truth."""
+    from simpul.er_offline import read_clusters, read_pairs, read_truth
+    from simpul.streams.evaluation import evaluate
+
+    truth = read_truth(truth_dir or _config().home / "truth")
+    result = evaluate(
+        read_clusters(clusters), truth, read_pairs(links) if links else None, read_pairs(reviews) if reviews else None
+    )
+    table = Table("figure", "value")
+    table.add_row("records judged", f"{result.pairs.records:,}")
+    table.add_row("predicted pairs", f"{result.pairs.predicted:,}")
+    table.add_row("true pairs", f"{result.pairs.actual:,}")
+    table.add_row("precision", f"{result.pairs.precision:.4f}")
+    table.add_row("recall", f"{result.pairs.recall:.4f}")
+    table.add_row("F1", f"{result.pairs.f1:.4f}")
+    if result.auto_links is not None:
+        table.add_row("auto-link precision", f"{result.auto_links.precision:.4f} of {result.auto_links.judged:,} links")
+    if result.reviews is not None:
+        table.add_row("review pairs that are matches", f"{result.reviews.precision:.4f} of {result.reviews.judged:,}")
+    if result.review_fraction is not None:
+        table.add_row("review fraction", f"{result.review_fraction:.4f}")
+    out.print(table)
+
+
 # --- the main job ------------------------------------------------------------------------------
 
 
@@ -216,10 +306,11 @@ def main() -> None:
     """Entry point of the ``simpul`` command."""
     from simpul.cdc.errors import ConnectorError
     from simpul.stack import StackError
+    from simpul.streams.mapping import MappingError
 
     try:
         app()
-    except (ConfigError, StackError, ConnectorError) as exc:
+    except (ConfigError, StackError, ConnectorError, MappingError) as exc:
         err.print(f"[bold red]simpul:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
 

@@ -1,0 +1,326 @@
+"""Batch entity resolution over canonical person records: which records are the same citizen.
+
+Steps, all pure:
+
+1. Records are put in ``record_id`` order first, so everything after (random pairs for u, EM,
+   blocking) sees the same sequence whatever order the input came in: same input, same clusters.
+2. Deterministic rules link without scoring: records sharing a verified NIK (valid and agreeing
+   with the record's own birth date and sex), and records on the same family card (KK) with the
+   same canonical name whose birth dates and sexes do not contradict each other (how a household
+   head's KK or aid-family row, which carry no birth date, meet the person's own row).
+3. Blocking gives candidate pairs; the Fellegi-Sunter model scores them. Without given estimates
+   the model is estimated on the input: u from random pairs, m from the deterministic matches
+   (labels), the match rate lambda by EM over the candidate pairs. Pairs at or above the link
+   threshold link; pairs between the review and link thresholds go to a person, with their
+   explanation.
+4. Union-find over all links gives the clusters; a cluster's id is its smallest ``record_id``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from simpul.streams.mapping import CanonicalRecord
+from simpul.streams.matching import (
+    NULL_LEVEL,
+    DateComparison,
+    EMResult,
+    FellegiSunterModel,
+    MatchSettings,
+    Outcome,
+    candidate_pairs,
+    comparison_vectors,
+    default_settings,
+    estimate_u,
+    sample_random_pairs,
+)
+
+RULE_NIK = "nik"
+RULE_KK_NAME = "kk_name"
+RULE_SCORE = "score"
+
+_DATES = DateComparison("birth_date")
+_DATE_CONTRADICTS = 3  # DateComparison's "else": neither equal nor a typing error
+
+
+@dataclass(frozen=True)
+class Link:
+    """Two records linked, by which rule, and (for scored links) the match probability."""
+
+    a: str
+    b: str
+    rule: str
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class ReviewPair:
+    """A pair for a person to decide: its probability, weight and per-comparison explanation."""
+
+    a: str
+    b: str
+    probability: float
+    weight: float
+    explanation: dict[str, Any]
+
+
+@dataclass
+class Resolution:
+    """Clusters (record id → cluster id), the links and review pairs, and the model that scored them."""
+
+    clusters: dict[str, str]
+    links: list[Link]
+    reviews: list[ReviewPair]
+    model: FellegiSunterModel
+    em: EMResult | None
+    candidate_pairs: int
+    skipped_blocks: int
+    links_by_rule: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def cluster_count(self) -> int:
+        """Number of distinct clusters (entities)."""
+        return len(set(self.clusters.values()))
+
+
+class UnionFind:
+    """Disjoint sets over record indices, with path halving and union by size."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+        self.size = [1] * n
+
+    def find(self, i: int) -> int:
+        """The representative of ``i``'s set."""
+        parent = self.parent
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> bool:
+        """Join the sets of ``i`` and ``j``; False when they already were one."""
+        ri, rj = self.find(i), self.find(j)
+        if ri == rj:
+            return False
+        if self.size[ri] < self.size[rj]:
+            ri, rj = rj, ri
+        self.parent[rj] = ri
+        self.size[ri] += self.size[rj]
+        return True
+
+
+def _compatible(a: CanonicalRecord, b: CanonicalRecord) -> bool:
+    """Whether nothing the two records state contradicts them being one person."""
+    if a.sex is not None and b.sex is not None and a.sex != b.sex:
+        return False
+    return _DATES.level(a, b) != _DATE_CONTRADICTS
+
+
+def _deterministic_links(records: Sequence[CanonicalRecord]) -> list[tuple[int, int, str]]:
+    """Index pairs linked by rule: a shared verified NIK, or the same KK and name without contradiction."""
+    links: list[tuple[int, int, str]] = []
+    by_nik: defaultdict[str, list[int]] = defaultdict(list)
+    by_kk_name: defaultdict[tuple[str, str], list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        if record.nik_verified:
+            by_nik[record.nik].append(index)  # type: ignore[index]
+        if record.kk and record.name:
+            by_kk_name[(record.kk, record.name)].append(index)
+    for members in by_nik.values():
+        links.extend((members[0], other, RULE_NIK) for other in members[1:])
+    for members in by_kk_name.values():
+        # Pairwise within the (small) group: two namesakes in one family must not merge via a third.
+        for position, i in enumerate(members):
+            for j in members[position + 1:]:
+                if _compatible(records[i], records[j]):
+                    links.append((i, j, RULE_KK_NAME))
+    return links
+
+
+def has_estimates(model: FellegiSunterModel) -> bool:
+    """Whether the model carries estimated term frequencies (trained or loaded), not only start values."""
+    return bool(model.term_frequencies) or not any(c.tf_adjusted for c in model.comparisons)
+
+
+def _level_shares(vectors: Sequence[tuple[int, ...]], j: int, size: int) -> list[float] | None:
+    """Shares of comparison ``j``'s non-null levels among ``vectors`` (half a pseudo count each), None without data."""
+    counts = [0.5] * size  # so no level gets probability 0 and an infinite weight
+    seen = 0
+    for vector in vectors:
+        if vector[j] != NULL_LEVEL:
+            counts[vector[j] - 1] += 1
+            seen += 1
+    return [c / sum(counts) for c in counts] if seen else None
+
+
+def _nik_index(model: FellegiSunterModel) -> int | None:
+    return next((j for j, c in enumerate(model.comparisons) if c.field == "nik"), None)
+
+
+def _m_from_matches(
+    model: FellegiSunterModel, records: Sequence[CanonicalRecord], matches: Sequence[tuple[int, int]], vectors: Sequence[tuple[int, ...]]
+) -> list[list[float]]:
+    """m per level from known matches, Splink's "m from pairwise labels".
+
+    EM on the blocked pairs of a city where true pairs are a small minority settles on the wrong
+    mixture (households or birth cohorts as the "match" class), so m comes from labels instead:
+    for every comparison but the NIK, pairs linked by a verified NIK; for the NIK, which those pairs
+    agree on by construction, candidate pairs agreeing exactly on every other non-null comparison.
+    """
+    m = [list(row) for row in model.m]
+    nik = _nik_index(model)
+    labelled = comparison_vectors(model.comparisons, records, matches)
+    for j in range(len(model.comparisons)):
+        if j != nik:
+            m[j] = _level_shares(labelled, j, len(m[j])) or m[j]
+    if nik is not None:
+        sure = [v for v in vectors if all(level == 1 for k, level in enumerate(v) if k != nik and level != NULL_LEVEL) and sum(1 for k, level in enumerate(v) if k != nik and level == 1) >= 3]
+        m[nik] = _level_shares(sure, nik, len(m[nik])) or m[nik]
+    return m
+
+
+def _nik_u_given_birth_date(model: FellegiSunterModel, vectors: Sequence[tuple[int, ...]]) -> list[float] | None:
+    """u of the NIK levels among pairs born the same day whose names disagree (non-matches).
+
+    A NIK embeds the birth date, so people born the same day in the same district hold NIKs one
+    serial digit apart: among them ``one_edit`` is common, not the rare event random pairs make it.
+    Scoring a pair that agrees on birth date must use this conditional u, or the NIK and the birth
+    date count the same evidence twice.
+    """
+    nik = _nik_index(model)
+    date = next((j for j, c in enumerate(model.comparisons) if c.field == "birth_date"), None)
+    name = next((j for j, c in enumerate(model.comparisons) if c.field == "name"), None)
+    if nik is None or date is None or name is None:
+        return None
+    last_name_level = len(model.comparisons[name].levels) - 1
+    others = [v for v in vectors if v[date] == 1 and v[name] == last_name_level]
+    return _level_shares(others, nik, len(model.u[nik]))
+
+
+def _match_rate(model: FellegiSunterModel, vectors: Sequence[tuple[int, ...]], lambda_: float, iterations: int = 200) -> float:
+    """Lambda among candidate pairs by EM on lambda alone (m and u fixed): a stable 1-D fit."""
+    counted = Counter(vectors)
+    bayes = [(n, 2.0 ** (model.weight_of_vector(v) - model.prior_weight)) for v, n in counted.items()]
+    total = sum(counted.values())
+    for _ in range(iterations):
+        updated = sum(n * lambda_ * k / (lambda_ * k + 1.0 - lambda_) for n, k in bayes) / total
+        if abs(updated - lambda_) < 1e-7:
+            return updated
+        lambda_ = min(max(updated, 1e-9), 1.0 - 1e-9)
+    return lambda_
+
+
+def _train(
+    model: FellegiSunterModel,
+    records: Sequence[CanonicalRecord],
+    vectors: list[tuple[int, ...]],
+    matches: Sequence[tuple[int, int]],
+) -> EMResult:
+    """Estimate the model on the input: term frequencies, u from random pairs, m from known
+    matches (see :func:`_m_from_matches`), the NIK's u given an agreeing birth date, then lambda
+    among the candidate pairs."""
+    em = model.settings.em
+    model.build_term_frequencies(records)
+    level_counts = [len(c.levels) - 1 for c in model.comparisons]
+    random_pairs = sample_random_pairs(len(records), em.random_pairs, em.seed)
+    u = estimate_u(comparison_vectors(model.comparisons, records, random_pairs), level_counts)
+    m = _m_from_matches(model, records, matches, vectors)
+    nik, nik_u = _nik_index(model), _nik_u_given_birth_date(model, vectors)
+    if nik is not None and nik_u is not None:
+        u[nik] = nik_u
+    model.set_parameters(m, u, model.lambda_)
+    lambda_ = _match_rate(model, vectors, max(model.lambda_, len(matches) / max(len(vectors), 1)))
+    model.set_parameters(m, u, lambda_)
+    return EMResult(m, u, lambda_, True, len(vectors), len(set(vectors)))
+
+
+def resolve(
+    records: Sequence[CanonicalRecord],
+    settings: MatchSettings | None = None,
+    model: FellegiSunterModel | None = None,
+) -> Resolution:
+    """Resolve ``records`` into clusters of the same citizen (see the module docstring).
+
+    ``model``: estimates to score with (from an earlier run); without it a model is built from
+    ``settings`` (default :func:`default_settings`) and estimated on these records. The caller's
+    model is never changed: the one returned is a copy.
+    """
+    ordered = sorted(records, key=lambda r: r.record_id)
+    ids = [r.record_id for r in ordered]
+    if len(set(ids)) != len(ids):
+        raise ValueError("records must have unique (source, table, record_key)")
+    if model is None:
+        model = FellegiSunterModel(settings or default_settings())
+    else:
+        model = FellegiSunterModel(model.settings, model.m, model.u, model.lambda_, model.term_frequencies)
+    sets = UnionFind(len(ordered))
+    links: list[Link] = []
+    by_rule: dict[str, int] = {RULE_NIK: 0, RULE_KK_NAME: 0, RULE_SCORE: 0}
+    deterministic = _deterministic_links(ordered)
+    for i, j, rule in deterministic:
+        if sets.union(i, j):
+            by_rule[rule] += 1
+        links.append(Link(ids[i], ids[j], rule))
+
+    blocked = candidate_pairs(ordered, model.blocking_rules, model.settings.max_block_size)
+    pairs = sorted(blocked.pairs)
+    vectors = comparison_vectors(model.comparisons, ordered, pairs)
+    nik_matches = [(i, j) for i, j, rule in deterministic if rule == RULE_NIK]
+    em_result = None if has_estimates(model) else _train(model, ordered, vectors, nik_matches)
+
+    thresholds = model.settings.thresholds
+    tf_levels = [{level for level, spec in enumerate(c.levels) if spec.tf_adjusted} for c in model.comparisons]
+    max_tf_gain = _max_tf_gain(model)
+    review_weight = _weight_of_probability(thresholds.review)
+    reviews: list[ReviewPair] = []
+    for (i, j), vector in zip(pairs, vectors):
+        tf_applies = any(level != NULL_LEVEL and level in tf for level, tf in zip(vector, tf_levels))
+        # Without a tf-adjusted level the vector's weight is the score; skip pairs that cannot reach review.
+        if model.weight_of_vector(vector) + (max_tf_gain if tf_applies else 0.0) < review_weight:
+            continue
+        score = model.score(ordered[i], ordered[j])
+        if score.outcome is Outcome.LINK:
+            if sets.union(i, j):
+                by_rule[RULE_SCORE] += 1
+            links.append(Link(ids[i], ids[j], RULE_SCORE, score.probability))
+        elif score.outcome is Outcome.REVIEW:
+            reviews.append(ReviewPair(ids[i], ids[j], score.probability, score.weight, score.to_dict()))
+
+    # Review pairs already joined by other links are decided; only open questions go to a person.
+    index_of = {record_id: index for index, record_id in enumerate(ids)}
+    reviews = [r for r in reviews if sets.find(index_of[r.a]) != sets.find(index_of[r.b])]
+    smallest: dict[int, str] = {}
+    for index, record_id in enumerate(ids):
+        root = sets.find(index)
+        smallest.setdefault(root, record_id)  # ids are sorted, so the first seen is the smallest
+    clusters = {record_id: smallest[sets.find(index)] for index, record_id in enumerate(ids)}
+    return Resolution(
+        clusters=clusters,
+        links=links,
+        reviews=reviews,
+        model=model,
+        em=em_result,
+        candidate_pairs=len(pairs),
+        skipped_blocks=len(blocked.skipped),
+        links_by_rule=by_rule,
+    )
+
+
+def _weight_of_probability(probability: float) -> float:
+    return math.log2(probability / (1.0 - probability))
+
+
+def _max_tf_gain(model: FellegiSunterModel) -> float:
+    """The most bits a term-frequency adjustment can add to any pair (rarest tokens, floored u)."""
+    gain = 0.0
+    for j, comparison in enumerate(model.comparisons):
+        if comparison.tf_adjusted:
+            u_exact = max(model.u[j][0], 1e-12)
+            floor = max(comparison.tf_minimum_u, 1e-12)
+            gain = max(gain, comparison.tf_weight * math.log2(u_exact / floor))
+    return max(gain, 0.0)
