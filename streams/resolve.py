@@ -14,13 +14,18 @@ Steps, all pure:
    threshold link; pairs between the review and link thresholds go to a person, with their
    explanation.
 4. Union-find over all links gives the clusters; a cluster's id is its smallest ``record_id``.
+
+Candidate pairs are never all held at once: they are generated, compared and scored block by
+block (:class:`CandidateBlocks`), once to count the comparison vectors the estimation needs (a
+:class:`Counter`, ordered by each vector's first pair in ``(i, j)`` order) and once to score. What
+is kept is proportional to the records: union-find parents, the links and the review pairs.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +35,9 @@ from simpul.streams.matching import (
     DateComparison,
     EMResult,
     FellegiSunterModel,
+    CandidateBlocks,
     MatchSettings,
     Outcome,
-    candidate_pairs,
     comparison_vectors,
     default_settings,
     estimate_u,
@@ -147,14 +152,17 @@ def has_estimates(model: FellegiSunterModel) -> bool:
     return bool(model.term_frequencies) or not any(c.tf_adjusted for c in model.comparisons)
 
 
-def _level_shares(vectors: Sequence[tuple[int, ...]], j: int, size: int) -> list[float] | None:
-    """Shares of comparison ``j``'s non-null levels among ``vectors`` (half a pseudo count each), None without data."""
+Vector = tuple[int, ...]
+
+
+def _level_shares(counted: Iterable[tuple[Vector, int]], j: int, size: int) -> list[float] | None:
+    """Shares of comparison ``j``'s non-null levels among vectors counted ``(vector, n)`` (half a pseudo count each), None without data."""
     counts = [0.5] * size  # so no level gets probability 0 and an infinite weight
     seen = 0
-    for vector in vectors:
+    for vector, n in counted:
         if vector[j] != NULL_LEVEL:
-            counts[vector[j] - 1] += 1
-            seen += 1
+            counts[vector[j] - 1] += n
+            seen += n
     return [c / sum(counts) for c in counts] if seen else None
 
 
@@ -163,7 +171,7 @@ def _nik_index(model: FellegiSunterModel) -> int | None:
 
 
 def _m_from_matches(
-    model: FellegiSunterModel, records: Sequence[CanonicalRecord], matches: Sequence[tuple[int, int]], vectors: Sequence[tuple[int, ...]]
+    model: FellegiSunterModel, records: Sequence[CanonicalRecord], matches: Sequence[tuple[int, int]], counted: Counter[Vector]
 ) -> list[list[float]]:
     """m per level from known matches, Splink's "m from pairwise labels".
 
@@ -177,14 +185,14 @@ def _m_from_matches(
     labelled = comparison_vectors(model.comparisons, records, matches)
     for j in range(len(model.comparisons)):
         if j != nik:
-            m[j] = _level_shares(labelled, j, len(m[j])) or m[j]
+            m[j] = _level_shares(((v, 1) for v in labelled), j, len(m[j])) or m[j]
     if nik is not None:
-        sure = [v for v in vectors if all(level == 1 for k, level in enumerate(v) if k != nik and level != NULL_LEVEL) and sum(1 for k, level in enumerate(v) if k != nik and level == 1) >= 3]
+        sure = [(v, n) for v, n in counted.items() if all(level == 1 for k, level in enumerate(v) if k != nik and level != NULL_LEVEL) and sum(1 for k, level in enumerate(v) if k != nik and level == 1) >= 3]
         m[nik] = _level_shares(sure, nik, len(m[nik])) or m[nik]
     return m
 
 
-def _nik_u_given_birth_date(model: FellegiSunterModel, vectors: Sequence[tuple[int, ...]]) -> list[float] | None:
+def _nik_u_given_birth_date(model: FellegiSunterModel, counted: Counter[Vector]) -> list[float] | None:
     """u of the NIK levels among pairs born the same day whose names disagree (non-matches).
 
     A NIK embeds the birth date, so people born the same day in the same district hold NIKs one
@@ -198,13 +206,12 @@ def _nik_u_given_birth_date(model: FellegiSunterModel, vectors: Sequence[tuple[i
     if nik is None or date is None or name is None:
         return None
     last_name_level = len(model.comparisons[name].levels) - 1
-    others = [v for v in vectors if v[date] == 1 and v[name] == last_name_level]
+    others = [(v, n) for v, n in counted.items() if v[date] == 1 and v[name] == last_name_level]
     return _level_shares(others, nik, len(model.u[nik]))
 
 
-def _match_rate(model: FellegiSunterModel, vectors: Sequence[tuple[int, ...]], lambda_: float, iterations: int = 200) -> float:
-    """Lambda among candidate pairs by EM on lambda alone (m and u fixed): a stable 1-D fit."""
-    counted = Counter(vectors)
+def _match_rate(model: FellegiSunterModel, counted: Counter[Vector], lambda_: float, iterations: int = 200) -> float:
+    """Lambda among candidate pairs (their vectors counted) by EM on lambda alone (m and u fixed): a stable 1-D fit."""
     bayes = [(n, 2.0 ** (model.weight_of_vector(v) - model.prior_weight)) for v, n in counted.items()]
     total = sum(counted.values())
     for _ in range(iterations):
@@ -218,7 +225,7 @@ def _match_rate(model: FellegiSunterModel, vectors: Sequence[tuple[int, ...]], l
 def _train(
     model: FellegiSunterModel,
     records: Sequence[CanonicalRecord],
-    vectors: list[tuple[int, ...]],
+    counted: Counter[Vector],
     matches: Sequence[tuple[int, int]],
 ) -> EMResult:
     """Estimate the model on the input: term frequencies, u from random pairs, m from known
@@ -229,14 +236,32 @@ def _train(
     level_counts = [len(c.levels) - 1 for c in model.comparisons]
     random_pairs = sample_random_pairs(len(records), em.random_pairs, em.seed)
     u = estimate_u(comparison_vectors(model.comparisons, records, random_pairs), level_counts)
-    m = _m_from_matches(model, records, matches, vectors)
-    nik, nik_u = _nik_index(model), _nik_u_given_birth_date(model, vectors)
+    m = _m_from_matches(model, records, matches, counted)
+    nik, nik_u = _nik_index(model), _nik_u_given_birth_date(model, counted)
     if nik is not None and nik_u is not None:
         u[nik] = nik_u
     model.set_parameters(m, u, model.lambda_)
-    lambda_ = _match_rate(model, vectors, max(model.lambda_, len(matches) / max(len(vectors), 1)))
+    total = sum(counted.values())
+    lambda_ = _match_rate(model, counted, max(model.lambda_, len(matches) / max(total, 1)))
     model.set_parameters(m, u, lambda_)
-    return EMResult(m, u, lambda_, True, len(vectors), len(set(vectors)))
+    return EMResult(m, u, lambda_, True, total, len(counted))
+
+
+def _count_vectors(model: FellegiSunterModel, records: Sequence[CanonicalRecord], blocks: CandidateBlocks) -> Counter[Vector]:
+    """The comparison vectors of all candidate pairs, counted block by block.
+
+    Ordered as ``Counter(vectors of the pairs sorted by (i, j))`` would be, by each vector's first
+    pair, so sums over it (the match rate's EM) come out the same to the last bit.
+    """
+    counts: Counter[Vector] = Counter()
+    first: dict[Vector, tuple[int, int]] = {}
+    for pairs in blocks:
+        for pair, vector in zip(pairs, comparison_vectors(model.comparisons, records, pairs)):
+            counts[vector] += 1
+            seen = first.get(vector)
+            if seen is None or pair < seen:
+                first[vector] = pair
+    return Counter({vector: counts[vector] for vector in sorted(first, key=first.__getitem__)})
 
 
 def resolve(
@@ -267,33 +292,43 @@ def resolve(
             by_rule[rule] += 1
         links.append(Link(ids[i], ids[j], rule))
 
-    blocked = candidate_pairs(ordered, model.blocking_rules, model.settings.max_block_size)
-    pairs = sorted(blocked.pairs)
-    vectors = comparison_vectors(model.comparisons, ordered, pairs)
+    blocks = CandidateBlocks(ordered, model.blocking_rules, model.settings.max_block_size)
     nik_matches = [(i, j) for i, j, rule in deterministic if rule == RULE_NIK]
-    em_result = None if has_estimates(model) else _train(model, ordered, vectors, nik_matches)
+    em_result = None if has_estimates(model) else _train(model, ordered, _count_vectors(model, ordered, blocks), nik_matches)
 
     thresholds = model.settings.thresholds
     tf_levels = [{level for level, spec in enumerate(c.levels) if spec.tf_adjusted} for c in model.comparisons]
     max_tf_gain = _max_tf_gain(model)
     review_weight = _weight_of_probability(thresholds.review)
-    reviews: list[ReviewPair] = []
-    for (i, j), vector in zip(pairs, vectors):
-        tf_applies = any(level != NULL_LEVEL and level in tf for level, tf in zip(vector, tf_levels))
-        # Without a tf-adjusted level the vector's weight is the score; skip pairs that cannot reach review.
-        if model.weight_of_vector(vector) + (max_tf_gain if tf_applies else 0.0) < review_weight:
-            continue
-        score = model.score(ordered[i], ordered[j])
-        if score.outcome is Outcome.LINK:
-            if sets.union(i, j):
-                by_rule[RULE_SCORE] += 1
-            links.append(Link(ids[i], ids[j], RULE_SCORE, score.probability))
-        elif score.outcome is Outcome.REVIEW:
-            reviews.append(ReviewPair(ids[i], ids[j], score.probability, score.weight, score.to_dict()))
+    can_reach_review: dict[Vector, bool] = {}
+    scored: list[tuple[int, int, float]] = []
+    to_review: list[tuple[int, int, ReviewPair]] = []
+    for pairs in blocks:
+        for (i, j), vector in zip(pairs, comparison_vectors(model.comparisons, ordered, pairs)):
+            reachable = can_reach_review.get(vector)
+            if reachable is None:
+                tf_applies = any(level != NULL_LEVEL and level in tf for level, tf in zip(vector, tf_levels))
+                # Without a tf-adjusted level the vector's weight is the score; skip pairs that cannot reach review.
+                reachable = model.weight_of_vector(vector) + (max_tf_gain if tf_applies else 0.0) >= review_weight
+                can_reach_review[vector] = reachable
+            if not reachable:
+                continue
+            score = model.score(ordered[i], ordered[j])
+            if score.outcome is Outcome.LINK:
+                if sets.union(i, j):  # how many unions succeed does not depend on their order
+                    by_rule[RULE_SCORE] += 1
+                scored.append((i, j, score.probability))
+            elif score.outcome is Outcome.REVIEW:
+                to_review.append((i, j, ReviewPair(ids[i], ids[j], score.probability, score.weight, score.to_dict())))
 
+    # Blocks come in rule order; links and reviews are listed in (i, j) order, that of the record ids.
+    scored.sort()
+    links.extend(Link(ids[i], ids[j], RULE_SCORE, probability) for i, j, probability in scored)
+    del scored
+    to_review.sort(key=lambda item: (item[0], item[1]))
     # Review pairs already joined by other links are decided; only open questions go to a person.
-    index_of = {record_id: index for index, record_id in enumerate(ids)}
-    reviews = [r for r in reviews if sets.find(index_of[r.a]) != sets.find(index_of[r.b])]
+    reviews = [review for i, j, review in to_review if sets.find(i) != sets.find(j)]
+    del to_review
     smallest: dict[int, str] = {}
     for index, record_id in enumerate(ids):
         root = sets.find(index)
@@ -305,8 +340,8 @@ def resolve(
         reviews=reviews,
         model=model,
         em=em_result,
-        candidate_pairs=len(pairs),
-        skipped_blocks=len(blocked.skipped),
+        candidate_pairs=blocks.pair_count,
+        skipped_blocks=len(blocks.skipped),
         links_by_rule=by_rule,
     )
 

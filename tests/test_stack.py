@@ -190,12 +190,15 @@ def test_mariadb_has_a_full_row_binlog(single: tuple[LocalStack, list[ServiceSta
 
 @pytest.mark.parametrize("service", ["kafka", "postgres", "mariadb", "registry"])
 def test_busy_port_is_named(service: str) -> None:
-    config = stack_config("busy", 39700, 39710, 39720, 39730)
-    port = {"kafka": 39700, "postgres": 39720, "mariadb": 39730, "registry": 40220}[service]
     key = "schema_registry.url" if service == "registry" else f"stack.{service}.port"
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", port))
+        # A port the kernel says is free right now: a fixed one may be some client's ephemeral port.
+        squatter.bind(("127.0.0.1", 0))
         squatter.listen()
+        port = squatter.getsockname()[1]
+        ports = {"kafka": (port, 39710, 39720, 39730), "postgres": (39700, 39710, port, 39730),
+                 "mariadb": (39700, 39710, 39720, port), "registry": (39700, 39710, port - 500, 39730)}[service]
+        config = stack_config("busy", *ports)
         with pytest.raises(StackError, match=rf"port {port} .*in use") as error:
             LocalStack(config).up(services=(service,))
     assert key in str(error.value)

@@ -6,7 +6,7 @@ rules (:mod:`.blocking`) choose the pairs worth comparing; :mod:`.em` estimates 
 :mod:`.settings` configures all of it, with :func:`default_settings` for Indonesian citizen data.
 """
 
-from .blocking import BlockingRule, CandidatePairs, KeyPart, SkippedBlock, candidate_pairs
+from .blocking import BlockingRule, CandidateBlocks, CandidatePairs, KeyPart, SkippedBlock, candidate_pairs
 from .comparisons import (
     COMPARISON_TYPES,
     NULL_LEVEL,
@@ -39,6 +39,7 @@ __all__ = [
     "NULL_LEVEL",
     "BlockingRule",
     "BlockingRuleSpec",
+    "CandidateBlocks",
     "CandidatePairs",
     "Comparison",
     "ComparisonLevel",

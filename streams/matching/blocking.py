@@ -15,8 +15,9 @@ that rule.
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -176,3 +177,79 @@ def candidate_pairs(
                     result.pairs.add((i, j))
         result.pairs_per_rule[rule.name] = generated
     return result
+
+
+class CandidateBlocks:
+    """The same unique candidate pairs as :func:`candidate_pairs`, block by block, never all at once.
+
+    Memory is proportional to the records (per rule, each record's block and the kept blocks'
+    members as flat integer arrays), not to the pairs. Iterating yields, for each kept block of
+    each rule in turn, the list of its pairs ``(i, j)``, ``i < j``, that no earlier rule has
+    already yielded, so every unique pair comes exactly once; it can be iterated again (each pass
+    yields the same blocks in the same order). ``pairs_per_rule`` and ``skipped`` are as in
+    :class:`CandidatePairs`; ``pair_count`` is the number of unique pairs.
+    """
+
+    def __init__(self, records: Sequence[Any], rules: Iterable[BlockingRule], max_block_size: int = 500) -> None:
+        self.pairs_per_rule: dict[str, int] = {}
+        self.skipped: list[SkippedBlock] = []
+        self._rules: list[str] = []
+        self._block_of: list[array] = []  # per rule: each record's kept block number, -1 for none
+        self._members: list[array] = []  # per rule: the kept blocks' members, block after block
+        self._starts: list[array] = []  # per rule: where each kept block starts in _members (plus the end)
+        n = len(records)
+        for rule in rules:
+            blocks: defaultdict[str, list[int]] = defaultdict(list)
+            for index, record in enumerate(records):
+                key = rule.key(record)
+                if key is not None:
+                    blocks[key].append(index)
+            block_of = array("i", [-1]) * n
+            members = array("i")
+            starts = array("q", [0])
+            generated = 0
+            for block in blocks.values():
+                size = len(block)
+                if size < 2:
+                    continue
+                if size > max_block_size:
+                    self.skipped.append(SkippedBlock(rule.name, size))
+                    continue
+                generated += size * (size - 1) // 2
+                number = len(starts) - 1
+                for i in block:
+                    block_of[i] = number
+                members.extend(block)
+                starts.append(len(members))
+            del blocks
+            self.pairs_per_rule[rule.name] = generated
+            self._rules.append(rule.name)
+            self._block_of.append(block_of)
+            self._members.append(members)
+            self._starts.append(starts)
+        self._pair_count: int | None = None
+
+    @property
+    def pair_count(self) -> int:
+        """The number of unique candidate pairs (known after one full pass, counted by one otherwise)."""
+        if self._pair_count is None:
+            self._pair_count = sum(len(pairs) for pairs in self)
+        return self._pair_count
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        count = 0
+        for r, (members, starts) in enumerate(zip(self._members, self._starts)):
+            earlier = self._block_of[:r]
+            for b in range(len(starts) - 1):
+                block = members[starts[b] : starts[b + 1]]
+                pairs: list[tuple[int, int]] = []
+                for position, i in enumerate(block):
+                    seen = [(of, of[i]) for of in earlier if of[i] != -1]
+                    for j in block[position + 1 :]:
+                        # A pair an earlier rule also blocks together was yielded there.
+                        if not any(of[j] == number for of, number in seen):
+                            pairs.append((i, j))
+                if pairs:
+                    count += len(pairs)
+                    yield pairs
+        self._pair_count = count
