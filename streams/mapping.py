@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from simpul.streams.survivorship import SurvivorshipSettings
 from simpul.streams.normalize import (
     NikIssue,
     NikStatus,
@@ -122,12 +123,21 @@ class TableMapping(_Strict):
         return f"{self.source}.{self.table}"
 
 
+class QualityRules(_Strict):
+    """Which tables mean what for the data-quality checks on citizens."""
+
+    aid_tables: list[str] = Field(default_factory=list, description="<source>.<table> of social-aid recipients")
+
+
 class Mapping(_Strict):
-    """The whole mapping file: the region a local NIK starts with, and the tables."""
+    """The whole mapping file: the region a local NIK starts with, the tables, and how golden
+    records are assembled from them (survivorship) and checked (quality)."""
 
     version: Literal[1] = 1
     region_prefix: str = Field("36", pattern=r"^\d{2}(\d{2})?$")
     tables: list[TableMapping] = Field(min_length=1)
+    survivorship: SurvivorshipSettings | None = None
+    quality: QualityRules = QualityRules()
 
     @model_validator(mode="after")
     def _unique_tables(self) -> Mapping:

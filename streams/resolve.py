@@ -36,6 +36,7 @@ from simpul.streams.matching import (
     EMResult,
     FellegiSunterModel,
     CandidateBlocks,
+    MatchScore,
     MatchSettings,
     Outcome,
     comparison_vectors,
@@ -50,6 +51,8 @@ RULE_SCORE = "score"
 
 _DATES = DateComparison("birth_date")
 _DATE_CONTRADICTS = 3  # DateComparison's "else": neither equal nor a typing error
+
+Vector = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,42 @@ def _compatible(a: CanonicalRecord, b: CanonicalRecord) -> bool:
     return _DATES.level(a, b) != _DATE_CONTRADICTS
 
 
+def deterministic_rule(a: CanonicalRecord, b: CanonicalRecord) -> str | None:
+    """The rule linking two records without scoring (see :func:`_deterministic_links`), or None."""
+    if a.nik_verified and b.nik_verified and a.nik == b.nik:
+        return RULE_NIK
+    if a.kk and a.name and a.kk == b.kk and a.name == b.name and _compatible(a, b):
+        return RULE_KK_NAME
+    return None
+
+
+class PairScorer:
+    """Scores candidate pairs with a model, skipping those whose comparison vector cannot reach review.
+
+    Without a term-frequency-adjusted level a vector's weight is the pair's score, so a vector
+    below the review threshold (even with the largest possible term-frequency gain) is decided
+    "new citizen" without scoring; the verdict is cached per vector.
+    """
+
+    def __init__(self, model: FellegiSunterModel) -> None:
+        self.model = model
+        self._tf_levels = [{level for level, spec in enumerate(c.levels) if spec.tf_adjusted} for c in model.comparisons]
+        self._max_tf_gain = _max_tf_gain(model)
+        self._review_weight = _weight_of_probability(model.settings.thresholds.review)
+        self._reachable: dict[Vector, bool] = {}
+
+    def score(self, a: CanonicalRecord, b: CanonicalRecord, vector: Vector | None = None) -> MatchScore | None:
+        """The pair's score, or None when it cannot reach the review threshold."""
+        if vector is None:
+            vector = self.model.vector(a, b)
+        reachable = self._reachable.get(vector)
+        if reachable is None:
+            tf_applies = any(level != NULL_LEVEL and level in tf for level, tf in zip(vector, self._tf_levels))
+            reachable = self.model.weight_of_vector(vector) + (self._max_tf_gain if tf_applies else 0.0) >= self._review_weight
+            self._reachable[vector] = reachable
+        return self.model.score(a, b) if reachable else None
+
+
 def _deterministic_links(records: Sequence[CanonicalRecord]) -> list[tuple[int, int, str]]:
     """Index pairs linked by rule: a shared verified NIK, or the same KK and name without contradiction."""
     links: list[tuple[int, int, str]] = []
@@ -151,8 +190,6 @@ def has_estimates(model: FellegiSunterModel) -> bool:
     """Whether the model carries estimated term frequencies (trained or loaded), not only start values."""
     return bool(model.term_frequencies) or not any(c.tf_adjusted for c in model.comparisons)
 
-
-Vector = tuple[int, ...]
 
 
 def _level_shares(counted: Iterable[tuple[Vector, int]], j: int, size: int) -> list[float] | None:
@@ -296,24 +333,14 @@ def resolve(
     nik_matches = [(i, j) for i, j, rule in deterministic if rule == RULE_NIK]
     em_result = None if has_estimates(model) else _train(model, ordered, _count_vectors(model, ordered, blocks), nik_matches)
 
-    thresholds = model.settings.thresholds
-    tf_levels = [{level for level, spec in enumerate(c.levels) if spec.tf_adjusted} for c in model.comparisons]
-    max_tf_gain = _max_tf_gain(model)
-    review_weight = _weight_of_probability(thresholds.review)
-    can_reach_review: dict[Vector, bool] = {}
+    scorer = PairScorer(model)
     scored: list[tuple[int, int, float]] = []
     to_review: list[tuple[int, int, ReviewPair]] = []
     for pairs in blocks:
         for (i, j), vector in zip(pairs, comparison_vectors(model.comparisons, ordered, pairs)):
-            reachable = can_reach_review.get(vector)
-            if reachable is None:
-                tf_applies = any(level != NULL_LEVEL and level in tf for level, tf in zip(vector, tf_levels))
-                # Without a tf-adjusted level the vector's weight is the score; skip pairs that cannot reach review.
-                reachable = model.weight_of_vector(vector) + (max_tf_gain if tf_applies else 0.0) >= review_weight
-                can_reach_review[vector] = reachable
-            if not reachable:
+            score = scorer.score(ordered[i], ordered[j], vector)
+            if score is None:
                 continue
-            score = model.score(ordered[i], ordered[j])
             if score.outcome is Outcome.LINK:
                 if sets.union(i, j):  # how many unions succeed does not depend on their order
                     by_rule[RULE_SCORE] += 1

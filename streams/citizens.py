@@ -1,0 +1,536 @@
+"""Incremental entity resolution: row changes in, citizens (and why) out, same answer in any order.
+
+:class:`CitizenResolver` keeps four stores (any ``MutableMapping``: plain dicts in unit tests,
+durable Faust tables in the worker) and applies one :class:`RowChange` at a time:
+
+1. **Exactly-once effect.** Each source row keeps the source position of the last change applied.
+   An older position is stale and dropped; the same position is a repeat, which is applied again
+   from the stored state (idempotent), so a crash between writing some state and the rest heals on
+   replay. Replaying any topic from any offset therefore leaves the result unchanged.
+2. **Records.** The row (and its joined parent row, for tables whose mapping joins one) becomes a
+   canonical record through the same mapping as the offline twin. A parent change refreshes its
+   children.
+3. **Edges.** A changed record is compared with the records sharing one of its block keys, under
+   the same rules as :func:`simpul.streams.resolve.resolve`: a verified NIK or KK-and-name links
+   without scoring; other candidates are scored (Fellegi-Sunter) into link, review or nothing. Each
+   record stores its link and review edges, so its old decisions are revisited when it changes;
+   a block growing past ``max_block_size`` drops its pairs, as the batch resolver skips it.
+4. **Citizens.** A citizen is a connected component of link edges, so the citizens depend only on
+   the current records, never on arrival order or partitioning. A record is compared with each
+   candidate citizen through that citizen's members; when its edges change, the citizens it
+   touches are recomputed: the record moves, two citizens merge, or one splits.
+5. **Master ids.** A citizen's id is derived from its anchor, the member first seen in the source
+   (earliest source timestamp, then record id): updates keep it, a merge keeps the older citizen's
+   id, and a split leaves it with the part holding the anchor. Ids are hashes, never NIKs.
+
+Outputs are messages for four compacted topics (value None deletes a key): golden citizens with
+lineage, links (record to citizen with the deciding score), open review pairs, and data-quality
+issues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from simpul.streams.changes import ChangeError, RowChange
+from simpul.streams.mapping import CanonicalRecord, Mapping, TableMapping, to_canonical
+from simpul.streams.matching import FellegiSunterModel, MatchScore, Outcome
+from simpul.streams.resolve import RULE_KK_NAME, RULE_NIK, RULE_SCORE, PairScorer, deterministic_rule
+from simpul.streams.survivorship import Member, Survivorship, SurvivorshipSettings
+
+CITIZEN, LINK, REVIEW, QUALITY = "citizen", "link", "review", "quality"
+RULE_NEW = "new"
+
+_SEP = "\x1f"
+_BLOCK, _NIK, _KK_NAME, _JOIN = "b", "n", "k", "j"
+_RULE_STRENGTH = {RULE_NIK: 3, RULE_KK_NAME: 2, RULE_SCORE: 1}
+_DEFAULT_SURVIVORSHIP = SurvivorshipSettings(default_sources=["disdukcapil"])
+
+
+@dataclass(frozen=True)
+class Output:
+    """One message for an output topic: ``kind`` names the topic; ``value`` None is a tombstone."""
+
+    kind: str
+    key: str
+    value: dict[str, Any] | None
+
+
+@dataclass
+class ApplyResult:
+    """What applying one change did: its messages and the counts the metrics report."""
+
+    outputs: list[Output] = field(default_factory=list)
+    stale: bool = False
+    repeated: bool = False
+    decisions: Counter[str] = field(default_factory=Counter)
+    merges: int = 0
+    splits: int = 0
+
+
+@dataclass
+class ResolverState:
+    """The resolver's stores: source rows, records with their edges, the key index, citizens."""
+
+    rows: MutableMapping[str, Any] = field(default_factory=dict)
+    records: MutableMapping[str, Any] = field(default_factory=dict)
+    index: MutableMapping[str, Any] = field(default_factory=dict)
+    citizens: MutableMapping[str, Any] = field(default_factory=dict)
+
+
+def master_id(anchor_record_id: str) -> str:
+    """The id of a citizen anchored at this record: a hash, so no identifier leaks through it."""
+    return "C" + hashlib.blake2b(anchor_record_id.encode(), digest_size=10).hexdigest()
+
+
+class CitizenResolver:
+    """Applies row changes to the citizen graph (see the module docstring)."""
+
+    def __init__(self, mapping: Mapping, model: FellegiSunterModel, state: ResolverState, today: date | None = None) -> None:
+        self.mapping = mapping
+        self.model = model
+        self.state = state
+        self.today = today or date.today()
+        self.scorer = PairScorer(model)
+        self.survivorship = Survivorship(mapping.survivorship or _DEFAULT_SURVIVORSHIP)
+        self.max_block_size = model.settings.max_block_size
+        self._aid_tables = set(mapping.quality.aid_tables)
+        self._mapped = {(t.source, t.table): t for t in mapping.tables}
+        self._children: dict[tuple[str, str], list[TableMapping]] = {}
+        for t in mapping.tables:
+            if t.join is not None:
+                self._children.setdefault((t.source, t.join.table), []).append(t)
+
+    def key_column(self, source: str, table: str) -> str:
+        """The column identifying a row of a mapped or joined table (a joined table's join column)."""
+        mapped = self._mapped.get((source, table))
+        if mapped is not None:
+            return mapped.key
+        children = self._children.get((source, table))
+        if children:
+            return children[0].join.using  # type: ignore[union-attr]
+        raise ChangeError(f"table {source}.{table} is not in the mapping")
+
+    def tables(self) -> list[tuple[str, str]]:
+        """Every (source, table) whose changes the resolver reads: mapped and joined tables."""
+        return sorted(set(self._mapped) | set(self._children))
+
+    # --- applying a change ----------------------------------------------------------------------
+
+    def apply(self, change: RowChange) -> ApplyResult:
+        """Apply one row change; stale changes do nothing, repeats are applied again idempotently."""
+        result = ApplyResult()
+        where = (change.source, change.table)
+        if where not in self._mapped and where not in self._children:
+            raise ChangeError(f"table {change.source}.{change.table} is not in the mapping")
+        rows = self.state.rows
+        row_id = change.row_id
+        stored = rows.get(row_id)
+        position = list(change.position)
+        if stored is not None and position < stored["p"]:
+            result.stale = True
+            return result
+        result.repeated = stored is not None and position == stored["p"]
+        first = min(stored["f"], change.ts_ms) if stored is not None else change.ts_ms
+        rows[row_id] = {"p": position, "ts": change.ts_ms, "f": first, "v": change.values}
+
+        work = _Work(force=result.repeated)
+        mapped = self._mapped.get(where)
+        if mapped is not None:
+            self._refresh(row_id, mapped, work, result)
+        for child_mapping in self._children.get(where, []):
+            for child in list(self.state.index.get(_key(_JOIN, row_id), [])):
+                if child.startswith(f"{child_mapping.source}:{child_mapping.table}:"):
+                    self._refresh(child, child_mapping, work, result)
+        while work.reedge:
+            self._reedge(work.reedge.pop(), work)
+        self._recluster(work, result)
+        return result
+
+    # --- records and their edges ----------------------------------------------------------------
+
+    def _canonical(self, row_id: str, mapping: TableMapping) -> tuple[CanonicalRecord | None, str | None]:
+        """The record a row makes now (None when deleted) and the parent row it joins."""
+        row = self.state.rows.get(row_id)
+        if row is None or row["v"] is None:
+            return None, None
+        values = dict(row["v"])
+        parent_id = None
+        if mapping.join is not None and values.get(mapping.join.using) is not None:
+            parent_id = f"{mapping.source}:{mapping.join.table}:{values[mapping.join.using]}"
+            parent = self.state.rows.get(parent_id)
+            parent_values = parent["v"] if parent is not None and parent["v"] is not None else {}
+            for column in mapping.join.columns:
+                values[f"{mapping.join.alias}.{column}"] = parent_values.get(column)
+        values.setdefault(mapping.key, row_id.rsplit(":", 1)[1])
+        return to_canonical(values, mapping, self.mapping.region_prefix, self.today), parent_id
+
+    def _keys(self, record: CanonicalRecord) -> list[str]:
+        keys = []
+        for rule in self.model.blocking_rules:
+            value = rule.key(record)
+            if value is not None:
+                keys.append(_key(_BLOCK, rule.name, value))
+        if record.nik_verified:
+            keys.append(_key(_NIK, record.nik))  # type: ignore[arg-type]
+        if record.kk and record.name:
+            keys.append(_key(_KK_NAME, record.kk, record.name))
+        return keys
+
+    def _refresh(self, record_id: str, mapping: TableMapping, work: _Work, result: ApplyResult) -> None:
+        """Bring one record, its index entries and its edges up to date with its rows."""
+        records, index = self.state.records, self.state.index
+        record, parent_id = self._canonical(record_id, mapping)
+        stored = records.get(record_id)
+        old_parent = stored.get("j") if stored is not None else None
+        if old_parent != parent_id:
+            if old_parent is not None:
+                _index_remove(index, _key(_JOIN, old_parent), record_id)
+            if parent_id is not None:
+                _index_add(index, _key(_JOIN, parent_id), record_id)
+        if record is None:
+            if stored is not None:
+                self._remove(record_id, stored, work, result)
+            return
+        as_dict = record.to_dict()
+        row = self.state.rows[record_id]
+        if stored is not None and stored["rec"] == as_dict and stored.get("j") == parent_id and not work.force:
+            return
+        updated = row["ts"] if stored is None or stored["rec"] != as_dict else stored["ts"]
+        old_keys = stored["keys"] if stored is not None else []
+        new_keys = self._keys(record)
+        self._move_keys(record_id, old_keys, new_keys, work)
+        entry = {
+            "rec": as_dict,
+            "f": row["f"],
+            "ts": updated,
+            "keys": new_keys,
+            "j": parent_id,
+            "l": stored["l"] if stored is not None else {},
+            "r": stored["r"] if stored is not None else {},
+            "m": stored["m"] if stored is not None else None,
+        }
+        records[record_id] = entry
+        links = self._set_edges(record_id, record, entry, work)
+        result.decisions[LINK if links else (REVIEW if entry["r"] else RULE_NEW)] += 1
+        work.changed.add(record_id)
+        old_notes = set(stored["rec"]["quality_notes"]) if stored is not None else set()
+        for note in sorted(old_notes - set(record.quality_notes)):
+            result.outputs.append(Output(QUALITY, f"{record_id}|{note}", None))
+        if work.force or set(record.quality_notes) != old_notes:
+            for note in record.quality_notes:
+                result.outputs.append(Output(QUALITY, f"{record_id}|{note}", _record_issue(record, note, updated)))
+
+    def _remove(self, record_id: str, stored: dict[str, Any], work: _Work, result: ApplyResult) -> None:
+        """Take a deleted record out of the index, its neighbours' edges and its citizen."""
+        self._move_keys(record_id, stored["keys"], [], work)
+        for other in set(stored["l"]) | set(stored["r"]):
+            self._set_neighbour_edge(other, record_id, None, None, work)
+        del self.state.records[record_id]
+        if stored["m"] is not None:
+            work.old_masters.add(stored["m"])
+        work.seeds.update(stored["l"])
+        work.removed.add(record_id)
+        result.outputs.append(Output(LINK, record_id, None))
+        for note in stored["rec"]["quality_notes"]:
+            result.outputs.append(Output(QUALITY, f"{record_id}|{note}", None))
+
+    def _move_keys(self, record_id: str, old: list[str], new: list[str], work: _Work) -> None:
+        """Update the index; blocks crossing ``max_block_size`` get all their members re-compared."""
+        index = self.state.index
+        old_set, new_set = set(old), set(new)
+        for key in old_set - new_set:
+            members = _index_remove(index, key, record_id)
+            if key.startswith(_BLOCK) and len(members) == self.max_block_size:
+                work.reedge.update(m for m in members if m != record_id)
+        for key in new_set - old_set:
+            members = _index_add(index, key, record_id)
+            if key.startswith(_BLOCK) and len(members) == self.max_block_size + 1:
+                work.reedge.update(m for m in members if m != record_id)
+
+    def _candidates(self, record_id: str, keys: Iterable[str]) -> tuple[set[str], set[str]]:
+        """Records sharing a kept block with this one, and those sharing a rule key (NIK, KK+name)."""
+        blocked: set[str] = set()
+        ruled: set[str] = set()
+        for key in keys:
+            members = self.state.index.get(key) or []
+            if len(members) < 2:
+                continue
+            if key.startswith(_BLOCK):
+                if len(members) <= self.max_block_size:
+                    blocked.update(members)
+            else:
+                ruled.update(members)
+        blocked.discard(record_id)
+        ruled.discard(record_id)
+        return blocked, ruled
+
+    def _decide(self, record: CanonicalRecord, other: CanonicalRecord, blocked: bool) -> tuple[str, float] | tuple[None, float] | None:
+        """(rule, probability) for a link, (None, probability) for review, None for neither."""
+        rule = deterministic_rule(record, other)
+        if rule is not None:
+            return rule, 1.0
+        if not blocked:
+            return None
+        score = self.scorer.score(record, other)
+        if score is None or score.outcome is Outcome.NEW:
+            return None
+        if score.outcome is Outcome.LINK:
+            return RULE_SCORE, score.probability
+        return None, score.probability
+
+    def _set_edges(self, record_id: str, record: CanonicalRecord, entry: dict[str, Any], work: _Work) -> int:
+        """Recompute a record's edges against its candidates, updating both ends; returns its link count."""
+        blocked, ruled = self._candidates(record_id, entry["keys"])
+        links: dict[str, list[Any]] = {}
+        reviews: dict[str, float] = {}
+        for other_id in blocked | ruled:
+            other_entry = self.state.records.get(other_id)
+            if other_entry is None:
+                continue
+            decision = self._decide(record, CanonicalRecord.from_dict(other_entry["rec"]), other_id in blocked)
+            if decision is None:
+                continue
+            rule, probability = decision
+            if rule is None:
+                reviews[other_id] = probability
+            else:
+                links[other_id] = [rule, probability]
+        old_links, old_reviews = entry["l"], entry["r"]
+        for other_id in set(old_links) | set(links) | set(old_reviews) | set(reviews):
+            if old_links.get(other_id) != links.get(other_id) or old_reviews.get(other_id) != reviews.get(other_id) or work.force:
+                self._set_neighbour_edge(other_id, record_id, links.get(other_id), reviews.get(other_id), work)
+        work.seeds.update(old_links)
+        work.seeds.update(links)
+        work.seeds.add(record_id)
+        work.review_pairs.update(_pair(record_id, o) for o in set(old_reviews) | set(reviews))
+        entry["l"], entry["r"] = links, reviews
+        self.state.records[record_id] = entry
+        return len(links)
+
+    def _set_neighbour_edge(self, other_id: str, record_id: str, link: list[Any] | None, review: float | None, work: _Work) -> None:
+        other = self.state.records.get(other_id)
+        if other is None:
+            return
+        changed = False
+        for edges, value in ((other["l"], link), (other["r"], review)):
+            if value is None:
+                changed |= edges.pop(record_id, None) is not None
+            elif edges.get(record_id) != value:
+                edges[record_id] = value
+                changed = True
+        if changed:
+            self.state.records[other_id] = other
+        work.review_pairs.add(_pair(record_id, other_id))
+
+    def _reedge(self, record_id: str, work: _Work) -> None:
+        """Recompute the edges of an unchanged record (its block crossed the size limit)."""
+        entry = self.state.records.get(record_id)
+        if entry is not None:
+            self._set_edges(record_id, CanonicalRecord.from_dict(entry["rec"]), entry, work)
+
+    # --- citizens -------------------------------------------------------------------------------
+
+    def _recluster(self, work: _Work, result: ApplyResult) -> None:
+        """Recompute the citizens around the changed records and emit what changed."""
+        records, citizens = self.state.records, self.state.citizens
+        frontier = {r for r in work.seeds if r in records}
+        before: dict[str, str | None] = {}
+        for record_id in frontier:
+            master = records[record_id]["m"]
+            before[record_id] = master
+            if master is not None:
+                work.old_masters.add(master)
+        for master in work.old_masters:
+            citizen = citizens.get(master)
+            if citizen is not None:
+                frontier.update(m for m in citizen["members"] if m in records)
+        components: list[list[str]] = []
+        seen: set[str] = set()
+        for start in sorted(frontier):
+            if start in seen:
+                continue
+            component, stack = [], [start]
+            seen.add(start)
+            while stack:
+                node = stack.pop()
+                component.append(node)
+                for other in records[node]["l"]:
+                    if other not in seen and other in records:
+                        seen.add(other)
+                        stack.append(other)
+            components.append(sorted(component))
+
+        new_masters: set[str] = set()
+        parts_of: Counter[str] = Counter()
+        for component in components:
+            entries = {r: records[r] for r in component}
+            anchor = min(component, key=lambda r: (entries[r]["f"], r))
+            master = master_id(anchor)
+            new_masters.add(master)
+            previous = {entries[r]["m"] for r in component if entries[r]["m"] is not None}
+            if len([m for m in previous if m in citizens]) >= 2:
+                result.merges += 1
+            for old in previous:
+                parts_of[old] += 1
+            for record_id in component:
+                entry = entries[record_id]
+                if entry["m"] != master:
+                    entry["m"] = master
+                    records[record_id] = entry
+                    work.changed.add(record_id)
+            for record_id in component:
+                if record_id in work.changed or work.force:
+                    result.outputs.append(Output(LINK, record_id, self._link(record_id, master, entries)))
+            self._emit_citizen(master, anchor, entries, work, result)
+        result.splits += sum(1 for master, parts in parts_of.items() if parts >= 2)
+        for master in work.old_masters - new_masters:
+            citizen = citizens.get(master)
+            if citizen is None:
+                continue
+            del citizens[master]
+            result.outputs.append(Output(CITIZEN, master, None))
+            for issue in citizen["issues"]:
+                result.outputs.append(Output(QUALITY, f"{master}|{issue}", None))
+        for changed in work.changed:
+            entry = records.get(changed)
+            if entry is not None:
+                work.review_pairs.update(_pair(changed, o) for o in entry["r"])
+        for a, b in sorted(work.review_pairs):
+            result.outputs.append(Output(REVIEW, f"{a}|{b}", self._review(a, b)))
+
+    def _link(self, record_id: str, master: str, entries: dict[str, Any]) -> dict[str, Any]:
+        """The link message: the record's citizen and the strongest edge that put it there."""
+        entry = entries[record_id]
+        best = max(entry["l"].items(), key=lambda item: (_RULE_STRENGTH[item[1][0]], item[1][1], item[0]), default=None)
+        record = CanonicalRecord.from_dict(entry["rec"])
+        value: dict[str, Any] = {
+            "record_id": record_id, "source": record.source, "table": record.table, "record_key": record.record_key,
+            "master_id": master, "rule": RULE_NEW, "matched_record_id": None, "probability": None, "weight": None,
+            "contributions": {}, "updated_ms": entry["ts"],
+        }
+        if best is not None:
+            other_id, (rule, probability) = best
+            score = self.model.score(record, CanonicalRecord.from_dict(entries.get(other_id, self.state.records[other_id])["rec"]))
+            value.update(rule=rule, matched_record_id=other_id, probability=probability, weight=score.weight, contributions=_contributions(score))
+        return value
+
+    def _review(self, a: str, b: str) -> dict[str, Any] | None:
+        """An open review pair's message, or None when the pair is no longer a question."""
+        records = self.state.records
+        ea, eb = records.get(a), records.get(b)
+        if ea is None or eb is None or b not in ea["r"] or ea["m"] == eb["m"]:
+            return None
+        score = self.model.score(CanonicalRecord.from_dict(ea["rec"]), CanonicalRecord.from_dict(eb["rec"]))
+        return {
+            "record_a": a, "record_b": b, "master_a": ea["m"], "master_b": eb["m"],
+            "probability": score.probability, "weight": score.weight, "contributions": _contributions(score),
+            "levels": {c.comparison: c.label for c in score.contributions},
+        }
+
+    def _emit_citizen(self, master: str, anchor: str, entries: dict[str, Any], work: _Work, result: ApplyResult) -> None:
+        members = sorted(entries)
+        golden = self.survivorship.golden([
+            Member(r, entries[r]["rec"]["source"], entries[r]["ts"], entries[r]["rec"]) for r in members
+        ])
+        issues = self._issues(entries, golden.values)
+        value = {
+            "master_id": master,
+            "anchor_record_id": anchor,
+            "members": members,
+            **{name: _golden_value(name, v) for name, v in golden.values.items()},
+            "lineage": golden.lineage,
+            "updated_ms": max(entries[r]["ts"] for r in members),
+        }
+        stored = self.state.citizens.get(master)
+        if stored is not None and stored["value"] == value and not work.force:
+            return
+        old_issues = set(stored["issues"]) if stored is not None else set()
+        self.state.citizens[master] = {"members": members, "value": value, "issues": sorted(issues)}
+        result.outputs.append(Output(CITIZEN, master, value))
+        for kind in sorted(old_issues - set(issues)):
+            result.outputs.append(Output(QUALITY, f"{master}|{kind}", None))
+        for kind, record_ids in sorted(issues.items()):
+            result.outputs.append(Output(QUALITY, f"{master}|{kind}", {
+                "issue": kind, "master_id": master, "record_ids": record_ids, "detected_ms": value["updated_ms"],
+            }))
+
+    def _issues(self, entries: dict[str, Any], golden: dict[str, Any]) -> dict[str, list[str]]:
+        """Citizen-level conflicts, each with the records involved (ids only)."""
+        issues: dict[str, list[str]] = {}
+        dates: dict[str, list[str]] = {}
+        niks: dict[str, list[str]] = {}
+        for record_id, entry in sorted(entries.items()):
+            rec = entry["rec"]
+            if rec["birth_date"]:
+                dates.setdefault(rec["birth_date"], []).append(record_id)
+            if rec["nik"]:
+                niks.setdefault(rec["nik"], []).append(record_id)
+        if golden.get("nik") and len(dates) > 1:
+            # One NIK, several birth dates: a typo somewhere, for a person to correct at the source.
+            issues["nik_birth_date_conflict"] = sorted(r for rs in dates.values() for r in rs)
+        if len(niks) > 1:
+            issues["multiple_niks"] = sorted(r for rs in niks.values() for r in rs)
+        if golden.get("deceased"):
+            aid = [r for r, e in sorted(entries.items()) if f"{e['rec']['source']}.{e['rec']['table']}" in self._aid_tables]
+            if aid:
+                issues["deceased_receiving_aid"] = aid
+        return issues
+
+
+@dataclass
+class _Work:
+    """What one change touched, gathered while applying it."""
+
+    force: bool
+    seeds: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)
+    removed: set[str] = field(default_factory=set)
+    old_masters: set[str] = field(default_factory=set)
+    reedge: set[str] = field(default_factory=set)
+    review_pairs: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _key(kind: str, *parts: str) -> str:
+    return _SEP.join((kind, *parts))
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def _index_add(index: MutableMapping[str, Any], key: str, record_id: str) -> list[str]:
+    members = list(index.get(key) or [])
+    if record_id not in members:
+        members.append(record_id)
+        members.sort()
+        index[key] = members
+    return members
+
+
+def _index_remove(index: MutableMapping[str, Any], key: str, record_id: str) -> list[str]:
+    members = [m for m in (index.get(key) or []) if m != record_id]
+    if members:
+        index[key] = members
+    elif key in index:
+        del index[key]
+    return members
+
+
+def _contributions(score: MatchScore) -> dict[str, float]:
+    return {c.comparison: c.weight + c.tf_adjustment for c in score.contributions}
+
+
+def _golden_value(name: str, value: Any) -> Any:
+    if name == "titles":
+        return list(value or [])
+    return value
+
+
+def _record_issue(record: CanonicalRecord, note: str, updated_ms: int) -> dict[str, Any]:
+    return {"issue": note, "master_id": None, "record_ids": [record.record_id], "detected_ms": updated_ms}

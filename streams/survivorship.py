@@ -1,0 +1,124 @@
+"""Survivorship: which member record gives each field of a citizen's golden record, and why.
+
+Rules come from the mapping file's ``survivorship`` section, one per field or per field group
+(address parts travel together: a street from one agency and an RT from another would describe a
+place nobody lives). Two rules, as master-data tools name them:
+
+- ``most_trusted``: the first source in ``sources`` that has a value wins; only listed sources
+  count (life status: the civil registry or nobody). Within a source, the newest record wins.
+- ``most_recent``: the record changed most recently that has a value (address, phone), with the
+  source order breaking ties.
+
+Every chosen value carries its lineage: the record id it came from and the rule that chose it.
+Pure: members in, golden record out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GOLDEN_FIELDS: tuple[str, ...] = (
+    "nik", "name", "titles", "birth_date", "birth_place", "sex",
+    "street", "rt", "rw", "kelurahan", "kecamatan", "kk", "phone", "deceased",
+)
+
+
+class SurvivorshipRule(BaseModel):
+    """How one field (or group of fields chosen together from one record) survives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fields: list[str] = Field(min_length=1)
+    rule: Literal["most_trusted", "most_recent"]
+    sources: list[str] = Field(default_factory=list, description="trust order; for most_trusted only these count")
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> SurvivorshipRule:
+        unknown = sorted(set(self.fields) - set(GOLDEN_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown golden-record fields {unknown}")
+        if self.rule == "most_trusted" and not self.sources:
+            raise ValueError("most_trusted needs its sources in trust order")
+        return self
+
+
+class SurvivorshipSettings(BaseModel):
+    """The rules, and the source trust order for every field no rule names."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_sources: list[str] = Field(min_length=1)
+    rules: list[SurvivorshipRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _each_field_once(self) -> SurvivorshipSettings:
+        named = [f for rule in self.rules for f in rule.fields]
+        twice = sorted({f for f in named if named.count(f) > 1})
+        if twice:
+            raise ValueError(f"fields with more than one survivorship rule: {twice}")
+        return self
+
+
+@dataclass(frozen=True)
+class Member:
+    """A citizen's member record as survivorship sees it: its fields and when it last changed."""
+
+    record_id: str
+    source: str
+    updated_ms: int
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class GoldenRecord:
+    """The surviving value of each field, and per field the record and rule that gave it."""
+
+    values: dict[str, Any]
+    lineage: dict[str, str]
+    rules: dict[str, str]
+
+
+def _has_value(value: Any) -> bool:
+    return value is not None and value != [] and value != ()
+
+
+class Survivorship:
+    """Builds golden records under :class:`SurvivorshipSettings`."""
+
+    def __init__(self, settings: SurvivorshipSettings) -> None:
+        self.settings = settings
+        named = {f for rule in settings.rules for f in rule.fields}
+        self._rules = list(settings.rules) + [
+            SurvivorshipRule(fields=[f], rule="most_trusted", sources=settings.default_sources) for f in GOLDEN_FIELDS if f not in named
+        ]
+
+    def golden(self, members: Sequence[Member]) -> GoldenRecord:
+        """The golden record of a citizen with these member records (order does not matter)."""
+        values: dict[str, Any] = {f: None for f in GOLDEN_FIELDS}
+        lineage: dict[str, str] = {}
+        rules: dict[str, str] = {}
+        for rule in self._rules:
+            chosen = self._choose(rule, members)
+            if chosen is None:
+                continue
+            for name in rule.fields:
+                values[name] = chosen.values.get(name)
+                if _has_value(values[name]):
+                    lineage[name] = chosen.record_id
+                    rules[name] = rule.rule
+        return GoldenRecord(values, lineage, rules)
+
+    @staticmethod
+    def _choose(rule: SurvivorshipRule, members: Sequence[Member]) -> Member | None:
+        candidates = [m for m in members if any(_has_value(m.values.get(f)) for f in rule.fields)]
+        order = {source: rank for rank, source in enumerate(rule.sources)}
+        unlisted = len(order)
+        if rule.rule == "most_trusted":
+            candidates = [m for m in candidates if m.source in order]
+            # Trust first, then the newest record, then the id so the choice never depends on input order.
+            return min(candidates, key=lambda m: (order[m.source], -m.updated_ms, m.record_id), default=None)
+        return min(candidates, key=lambda m: (-m.updated_ms, order.get(m.source, unlisted), m.record_id), default=None)

@@ -1,0 +1,217 @@
+"""The incremental resolver on plain dicts: same citizens as the batch twin, in any order, through
+repeats and stale replays; updates and deletes move, merge and split citizens."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from datetime import date
+from typing import Any
+
+import pytest
+
+from simpul.seed.agencies import TABLES, table_rows
+from simpul.seed.population import generate_population
+from simpul.streams.changes import RowChange, _plain
+from simpul.streams.citizens import CITIZEN, LINK, QUALITY, CitizenResolver, ResolverState, master_id
+from simpul.streams.mapping import CanonicalRecord, load_mapping, to_canonical
+from simpul.streams.matching import FellegiSunterModel
+from simpul.streams.resolve import resolve
+
+TODAY = date(2026, 11, 1)
+MAPPING = load_mapping()
+_TABLES = {t.table: t for t in TABLES}
+
+
+def _source_rows(population: Any, seed: int) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(source, table, key, JSON-safe values) for every row of every table the mapping reads."""
+    out = []
+    for table in TABLES:
+        for row, _ in table_rows(table, population, seed):
+            values = {c: _plain(v) for c, v in zip(table.columns, row)}
+            out.append((table.source, table.table, str(row[0]), values))
+    return out
+
+
+def _batch_records(rows: list[tuple[str, str, str, dict[str, Any]]]) -> list[CanonicalRecord]:
+    """The records the batch twin sees: each mapped row with its joined parent."""
+    by_table = defaultdict(dict)
+    for source, table, key, values in rows:
+        by_table[(source, table)][key] = values
+    records = []
+    for mapped in MAPPING.tables:
+        for key, values in by_table[(mapped.source, mapped.table)].items():
+            row = dict(values)
+            if mapped.join:
+                parent = by_table[(mapped.source, mapped.join.table)].get(str(row[mapped.join.using]), {})
+                row.update({f"{mapped.join.alias}.{c}": parent.get(c) for c in mapped.join.columns})
+            records.append(to_canonical(row, mapped, MAPPING.region_prefix, TODAY))
+    return records
+
+
+@pytest.fixture(scope="module")
+def city() -> tuple[list[RowChange], FellegiSunterModel, dict[str, str]]:
+    rows = _source_rows(generate_population(600, 5), 5)
+    batch = resolve(_batch_records(rows))
+    changes = [RowChange(s, t, k, "r", (n,), 1_700_000_000_000 + n, v) for n, (s, t, k, v) in enumerate(rows)]
+    return changes, batch.model, batch.clusters
+
+
+def _run(changes: list[RowChange], model: FellegiSunterModel) -> tuple[CitizenResolver, list[Any]]:
+    resolver = CitizenResolver(MAPPING, model, ResolverState(), today=TODAY)
+    results = [resolver.apply(change) for change in changes]
+    return resolver, results
+
+
+def _groups(mapping: dict[str, str]) -> set[frozenset[str]]:
+    groups: dict[str, set[str]] = defaultdict(set)
+    for record_id, cluster in mapping.items():
+        groups[cluster].add(record_id)
+    return {frozenset(g) for g in groups.values()}
+
+
+def _masters(resolver: CitizenResolver) -> dict[str, str]:
+    return {record_id: entry["m"] for record_id, entry in resolver.state.records.items()}
+
+
+def test_streaming_citizens_equal_the_batch_twin(city: Any) -> None:
+    changes, model, batch_clusters = city
+    resolver, results = _run(changes, model)
+    masters = _masters(resolver)
+    assert set(masters) == set(batch_clusters)
+    assert _groups(masters) == _groups(batch_clusters)
+    decided = sum((r.decisions for r in results), start=Counter())
+    assert decided[LINK] > 0 and decided["new"] > 0
+    # Every citizen entry lists exactly the records pointing at it.
+    for master, citizen in resolver.state.citizens.items():
+        assert citizen["members"] == sorted(r for r, m in masters.items() if m == master)
+
+
+def test_any_order_with_repeats_and_stale_replays_gives_the_same_citizens_and_ids(city: Any) -> None:
+    changes, model, _ = city
+    reference, _ = _run(changes, model)
+    rng = random.Random(8)
+    shuffled = changes[:]
+    rng.shuffle(shuffled)
+    # Every tenth change is delivered twice, some of them again much later (after newer ones).
+    noisy = []
+    for n, change in enumerate(shuffled):
+        noisy.append(change)
+        if n % 10 == 0:
+            noisy.insert(rng.randrange(len(noisy)), change)
+    resolver, results = _run(noisy, model)
+    assert sum(r.repeated for r in results) > 0
+    assert _masters(resolver) == _masters(reference)
+    assert {m: c["value"] for m, c in resolver.state.citizens.items()} == {m: c["value"] for m, c in reference.state.citizens.items()}
+
+
+def _penduduk(nik: str, name: str, born: str, sex: str = "LAKI-LAKI", kk: str = "3673010101100001") -> dict[str, Any]:
+    return {"nik": nik, "no_kk": kk, "nama_lengkap": name, "jenis_kelamin": sex, "tanggal_lahir": born,
+            "tempat_lahir": "SERANG", "status_hidup": "HIDUP"}
+
+
+def _pasien(no_rm: str, nik: str | None, name: str, born: str, sex: str = "L") -> dict[str, Any]:
+    return {"no_rm": no_rm, "nik": nik, "nama_pasien": name, "jk": sex, "tgl_lahir": born,
+            "alamat": "KP. BENGGALA RT 01 RW 02", "kelurahan": "Unyur", "telepon": "081234567890"}
+
+
+class _Feed:
+    """Row changes with increasing positions and timestamps, as one source log would give them."""
+
+    def __init__(self, resolver: CitizenResolver) -> None:
+        self.resolver = resolver
+        self.n = 0
+
+    def put(self, source: str, table: str, key: str, values: dict[str, Any] | None) -> Any:
+        self.n += 1
+        op = "d" if values is None else "u"
+        return self.resolver.apply(RowChange(source, table, key, op, (self.n,), 1_000 * self.n, values))
+
+
+@pytest.fixture()
+def feed(city: Any) -> _Feed:
+    return _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), today=TODAY))
+
+
+PD = ("disdukcapil", "public.penduduk")
+PS = ("dinkes", "public.pasien")
+NIK_A = "3673011104840002"  # born 1984-04-11, male
+NIK_B = "3673015512900003"  # born 1990-12-15, female
+
+
+def test_update_merges_then_splits_and_ids_follow_the_anchor(feed: _Feed) -> None:
+    feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    feed.put(*PS, "RM1", _pasien("RM1", None, "SITI AMINAH", "1990-12-15", "P"))
+    records = feed.resolver.state.records
+    citizen_a = records[f"disdukcapil:public.penduduk:{NIK_A}"]["m"]
+    assert citizen_a == master_id(f"disdukcapil:public.penduduk:{NIK_A}")
+    assert records["dinkes:public.pasien:RM1"]["m"] != citizen_a
+
+    # The clinic corrects its patient to the registry's man: the record moves, the citizens merge.
+    merged = feed.put(*PS, "RM1", _pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    assert merged.merges == 1
+    assert records["dinkes:public.pasien:RM1"]["m"] == citizen_a  # the older citizen's id survives
+    tombstones = [o.key for o in merged.outputs if o.kind == CITIZEN and o.value is None]
+    assert tombstones == [master_id("dinkes:public.pasien:RM1")]
+    link = next(o.value for o in merged.outputs if o.kind == LINK and o.key == "dinkes:public.pasien:RM1")
+    assert link["rule"] == "nik" and link["master_id"] == citizen_a and link["contributions"]
+
+    # And back: the citizen splits; the registry record keeps the id, the patient regains its own.
+    split = feed.put(*PS, "RM1", _pasien("RM1", None, "SITI AMINAH", "1990-12-15", "P"))
+    assert split.splits == 1
+    assert records[f"disdukcapil:public.penduduk:{NIK_A}"]["m"] == citizen_a
+    assert records["dinkes:public.pasien:RM1"]["m"] == master_id("dinkes:public.pasien:RM1")
+
+
+def test_golden_record_follows_survivorship_with_lineage(feed: _Feed) -> None:
+    feed.put(*PS, "RM7", _pasien("RM7", NIK_B, "SITI AMINAH", "1990-12-15", "P"))
+    result = feed.put(*PD, NIK_B, _penduduk(NIK_B, "Hj. Siti Aminah", "1990-12-15", "PEREMPUAN"))
+    citizen = [o.value for o in result.outputs if o.kind == CITIZEN and o.value is not None][-1]
+    registry_id = f"disdukcapil:public.penduduk:{NIK_B}"
+    # Identity from the civil registry, the phone from the clinic (the only one who has it).
+    assert citizen["name"] == "SITI AMINAH" and citizen["titles"] == ["Hj."]
+    assert citizen["lineage"]["name"] == registry_id
+    assert citizen["lineage"]["phone"] == "dinkes:public.pasien:RM7"
+    # The clinic was first seen earlier: it anchors the citizen.
+    assert citizen["master_id"] == master_id("dinkes:public.pasien:RM7")
+    assert citizen["deceased"] is False and citizen["lineage"]["deceased"] == registry_id
+
+
+def test_deleted_record_leaves_its_citizen_and_stale_events_are_ignored(feed: _Feed) -> None:
+    feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    feed.put(*PS, "RM1", _pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    stale = RowChange(*PS, "RM1", "c", (1,), 1, _pasien("RM1", None, "OTHER NAME", "1970-01-01"))
+    deleted = feed.put(*PD, NIK_A, None)
+    records = feed.resolver.state.records
+    assert f"disdukcapil:public.penduduk:{NIK_A}" not in records
+    # The anchor went with the registry record: the patient is now its own citizen.
+    assert records["dinkes:public.pasien:RM1"]["m"] == master_id("dinkes:public.pasien:RM1")
+    assert any(o.kind == LINK and o.value is None for o in deleted.outputs)
+    assert feed.resolver.apply(stale).stale
+    # A replay of the delete itself is a repeat and changes nothing.
+    again = feed.resolver.apply(RowChange(*PD, NIK_A, "d", (3,), 3000, None))
+    assert again.repeated and f"disdukcapil:public.penduduk:{NIK_A}" not in records
+
+
+def test_one_nik_with_two_birth_dates_and_deceased_aid_recipients_are_quality_issues(feed: _Feed) -> None:
+    feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    # The clinic typed the birth day one off: still him (NIK and name), but two birth dates for one NIK.
+    result = feed.put(*PS, "RM2", _pasien("RM2", NIK_A, "SUGENG SANTOSO", "1984-04-12"))
+    records = feed.resolver.state.records
+    master = records[f"disdukcapil:public.penduduk:{NIK_A}"]["m"]
+    assert records["dinkes:public.pasien:RM2"]["m"] == master
+    issues = {o.key: o.value for o in result.outputs if o.kind == QUALITY}
+    assert issues[f"{master}|nik_birth_date_conflict"]["record_ids"] == sorted([f"disdukcapil:public.penduduk:{NIK_A}", "dinkes:public.pasien:RM2"])
+    assert "nik_birth_date_mismatch" in {k.split("|")[1] for k in issues if k.startswith("dinkes:")}
+    # Corrected at the clinic: the issue is withdrawn (a tombstone for its key).
+    fixed = feed.put(*PS, "RM2", _pasien("RM2", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    assert any(o.kind == QUALITY and o.key == f"{master}|nik_birth_date_conflict" and o.value is None for o in fixed.outputs)
+
+    # The registry records his death while social aid still lists him.
+    feed.put("dinsos", "bansos.keluarga_penerima", "77", {"id_keluarga": 77, "no_kk": "3673010101100001", "nama_kepala": "SUGENG SANTOSO",
+             "alamat": "KP. BENGGALA", "rt": "1", "rw": "2", "kelurahan": "Unyur", "kecamatan": "Serang"})
+    feed.put("dinsos", "bansos.anggota_penerima", "9", {"id_anggota": 9, "id_keluarga": 77, "nik": NIK_A, "nama": "SUGENG SANTOSO",
+             "jenis_kelamin": "L", "tanggal_lahir": "1984-04-11"})
+    died = feed.put(*PD, NIK_A, {**_penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"), "status_hidup": "MATI"})
+    aid = next(o.value for o in died.outputs if o.kind == QUALITY and o.key == f"{master}|deceased_receiving_aid")
+    assert "dinsos:bansos.anggota_penerima:9" in aid["record_ids"]
