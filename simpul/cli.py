@@ -10,7 +10,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -24,12 +24,14 @@ seed_app = typer.Typer(help="The synthetic Kota Serang: agency databases with a 
 config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
 registry_app = typer.Typer(no_args_is_help=True, help="Simpul's own Confluent-compatible schema registry.")
 cdc_app = typer.Typer(no_args_is_help=True, help="Change-data capture from agency databases into Kafka.")
+streams_app = typer.Typer(no_args_is_help=True, help="The stream processors: agency changes to golden citizen records.")
 er_app = typer.Typer(no_args_is_help=True, help="Entity resolution offline: export canonical records, resolve, evaluate.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(seed_app, name="seed")
 app.add_typer(config_app, name="config")
 app.add_typer(registry_app, name="registry")
 app.add_typer(cdc_app, name="cdc")
+app.add_typer(streams_app, name="streams")
 app.add_typer(er_app, name="er")
 
 err = Console(stderr=True)
@@ -238,8 +240,34 @@ def er_resolve(
     records = read_records(input_file)
     resolution = resolve(records, model=model)
     write_resolution(resolution, records, output, reviews, links, estimates)
+    _print_resolution(resolution, len(records))
+
+
+@er_app.command("train")
+def er_train(
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Train on at most this many records (shared across tables).")] = None,
+    settings_file: Annotated[Optional[Path], typer.Option("--settings", help="Match settings to train (default: Indonesian citizen data).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Estimates file (default: processors.estimates).")] = None,
+) -> None:
+    """Estimate the match model on the agency databases (export, then resolve) for the stream processors."""
+    from simpul.er_offline import export_records, load_model, read_records, write_resolution
+    from simpul.streams.mapping import load_mapping
+    from simpul.streams.resolve import resolve
+
+    config = _config()
+    target = output or config.estimates_path
+    records_file = target.parent / "train-records.jsonl"
+    export_records(config, load_mapping(config.mapping_path), records_file, limit)
+    records = read_records(records_file)
+    resolution = resolve(records, model=load_model(settings_file))
+    write_resolution(resolution, records, target.parent / "train-clusters.jsonl", estimates=target)
+    _print_resolution(resolution, len(records))
+    out.print(f"estimates written to {target}")
+
+
+def _print_resolution(resolution: Any, records: int) -> None:
     summary = Table("figure", "value")
-    summary.add_row("records", f"{len(records):,}")
+    summary.add_row("records", f"{records:,}")
     summary.add_row("clusters", f"{resolution.cluster_count:,}")
     summary.add_row("candidate pairs", f"{resolution.candidate_pairs:,}")
     summary.add_row("blocks skipped as too large", f"{resolution.skipped_blocks:,}")
@@ -255,6 +283,20 @@ def er_resolve(
         for row in rows:
             levels.add_row(name, row["label"], f"{row['m']:.4f}", f"{row['u']:.6f}", f"{row['weight']:+.2f}")
     out.print(levels)
+
+
+@streams_app.command("run")
+def streams_run(
+    role: Annotated[Optional[str], typer.Option(help="Run one role in this process: router or resolver (default: both, as child processes).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Faust log level: crit, error, warn, info, debug.")] = "warn",
+) -> None:
+    """Run the stream processors (router and resolver) until stopped."""
+    from simpul.streams.app import run_all, run_worker
+
+    if role is None:
+        run_all(_config(), loglevel)
+    else:
+        run_worker(_config(), role, loglevel)
 
 
 @er_app.command("evaluate")

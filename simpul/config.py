@@ -185,10 +185,20 @@ class SourceSettings(_Section):
 
 
 class ProcessorSettings(_Section):
-    """The stream processors (Faust application)."""
+    """The stream processors (Faust application): where they read, keep state and write."""
 
     app_id: str = Field("simpul-resolver", pattern=r"^[a-zA-Z0-9_\-]+$")
     store: str = Field("rocksdb://", pattern=r"^(rocksdb|memory)://")
+    estimates: Path | None = Field(None, description="Match settings with estimates from `simpul er train` (default <home>/er/estimates.json).")
+    mapping: Path | None = Field(None, description="Agency mapping YAML (default: the shipped Kota Serang one).")
+    changes_topic: str = Field("simpul.er.changes", pattern=r"^[a-zA-Z0-9._\-]+$")
+    citizens_topic: str = Field("simpul.citizens", pattern=r"^[a-zA-Z0-9._\-]+$")
+    links_topic: str = Field("simpul.citizen-links", pattern=r"^[a-zA-Z0-9._\-]+$")
+    reviews_topic: str = Field("simpul.review-items", pattern=r"^[a-zA-Z0-9._\-]+$")
+    quality_topic: str = Field("simpul.data-quality", pattern=r"^[a-zA-Z0-9._\-]+$")
+    dlq_topic: str = Field("simpul.er.dlq", pattern=r"^[a-zA-Z0-9._\-]+$")
+    session_timeout_s: float = Field(10.0, ge=1.0, le=300.0, description="How soon a killed worker's partitions move on.")
+    rocksdb_cache_mb: int = Field(64, ge=8, le=8192, description="Block cache per table store (Faust's default is 2 GiB).")
 
 
 class MasterIndexSettings(_Section):
@@ -277,6 +287,17 @@ class SimpulConfig(BaseSettings):
         """The one folder that holds the local stack's data, logs and generated secrets."""
         return self.path(self.stack.home)
 
+    @property
+    def estimates_path(self) -> Path:
+        """Where the resolver's trained match settings live."""
+        explicit = self.processors.estimates
+        return self.path(explicit) if explicit is not None else self.home / "er" / "estimates.json"
+
+    @property
+    def mapping_path(self) -> Path | None:
+        """The configured agency mapping, or None for the shipped one."""
+        return self.path(self.processors.mapping) if self.processors.mapping is not None else None
+
 
 def require_env(name: str, key: str) -> str:
     """The value of environment variable ``name``; a :class:`ConfigError` naming ``key`` if unset."""
@@ -308,6 +329,9 @@ def write_config(config: SimpulConfig, path: Path) -> Path:
     """
     effective = config.model_dump(mode="json", exclude={"base_dir"})
     effective["stack"]["home"] = str(config.home)
+    effective["processors"]["estimates"] = str(config.estimates_path)
+    if config.mapping_path is not None:
+        effective["processors"]["mapping"] = str(config.mapping_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(effective, sort_keys=False), encoding="utf-8")
     return path

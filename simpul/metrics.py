@@ -19,6 +19,7 @@ COMPONENT_PORT_OFFSETS: dict[str, int] = {
     "resolver": 3,
     "sink": 4,
     "api": 5,
+    "router": 6,
 }
 CDC_PORT_OFFSET = 10
 

@@ -1,0 +1,100 @@
+"""Avro schemas of the resolver's output topics, registered like the CDC topics' (TopicNameStrategy).
+
+All four topics are compacted and keyed by an Avro string: the master id for citizens, the record
+id for links, ``<record a>|<record b>`` for review items, ``<master or record id>|<issue>`` for
+data-quality issues. A null value (tombstone) deletes the key: a citizen merged away, a review
+no longer open, an issue corrected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KEY_SCHEMA = "\"string\""  # the Avro primitive, as schema text
+
+
+
+def _optional(name: str, avro_type: Any = "string", doc: str = "") -> dict[str, Any]:
+    field: dict[str, Any] = {"name": name, "type": ["null", avro_type], "default": None}
+    if doc:
+        field["doc"] = doc
+    return field
+
+
+CITIZEN_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Citizen",
+    "namespace": "simpul.resolver",
+    "doc": "A citizen's golden record: each field from the member record survivorship chose (lineage).",
+    "fields": [
+        {"name": "master_id", "type": "string"},
+        {"name": "anchor_record_id", "type": "string", "doc": "The member first seen in the source; the id derives from it."},
+        {"name": "members", "type": {"type": "array", "items": "string"}, "doc": "Record ids (source:table:key)."},
+        _optional("nik"),
+        _optional("name"),
+        {"name": "titles", "type": {"type": "array", "items": "string"}, "default": []},
+        _optional("birth_date", doc="ISO date"),
+        _optional("birth_place"),
+        _optional("sex", doc="L or P"),
+        _optional("street"),
+        _optional("rt"),
+        _optional("rw"),
+        _optional("kelurahan"),
+        _optional("kecamatan"),
+        _optional("kk"),
+        _optional("phone"),
+        _optional("deceased", "boolean"),
+        {"name": "lineage", "type": {"type": "map", "values": "string"}, "doc": "Field name to the record id that gave it."},
+        {"name": "updated_ms", "type": "long", "doc": "Latest source change among the members (epoch ms)."},
+    ],
+}
+
+LINK_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "CitizenLink",
+    "namespace": "simpul.resolver",
+    "doc": "Which citizen a source record belongs to, and the strongest edge that decided it.",
+    "fields": [
+        {"name": "record_id", "type": "string"},
+        {"name": "source", "type": "string"},
+        {"name": "table", "type": "string"},
+        {"name": "record_key", "type": "string"},
+        {"name": "master_id", "type": "string"},
+        {"name": "rule", "type": "string", "doc": "nik, kk_name, score, or new (no link: a citizen of its own)."},
+        _optional("matched_record_id"),
+        _optional("probability", "double"),
+        _optional("weight", "double", "Match weight in bits (log2 Bayes factor) of the deciding pair."),
+        {"name": "contributions", "type": {"type": "map", "values": "double"}, "doc": "Bits per comparison."},
+        {"name": "updated_ms", "type": "long"},
+    ],
+}
+
+REVIEW_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "ReviewItem",
+    "namespace": "simpul.resolver",
+    "doc": "Two records of different citizens scored between the review and link thresholds.",
+    "fields": [
+        {"name": "record_a", "type": "string"},
+        {"name": "record_b", "type": "string"},
+        {"name": "master_a", "type": "string"},
+        {"name": "master_b", "type": "string"},
+        {"name": "probability", "type": "double"},
+        {"name": "weight", "type": "double"},
+        {"name": "contributions", "type": {"type": "map", "values": "double"}},
+        {"name": "levels", "type": {"type": "map", "values": "string"}, "doc": "Comparison level reached, e.g. name: jaro_winkler>=0.95."},
+    ],
+}
+
+QUALITY_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "DataQualityIssue",
+    "namespace": "simpul.resolver",
+    "doc": "A problem for a data steward: a record's (e.g. nik_placeholder) or a citizen's (e.g. deceased_receiving_aid).",
+    "fields": [
+        {"name": "issue", "type": "string"},
+        _optional("master_id"),
+        {"name": "record_ids", "type": {"type": "array", "items": "string"}},
+        {"name": "detected_ms", "type": "long"},
+    ],
+}

@@ -1,0 +1,271 @@
+"""The Faust application: a router and a resolver agent, their durable tables and topics.
+
+- **router** reads the agencies' CDC topics (any partition count), decodes the Debezium Avro
+  events and forwards each as a compact :class:`RowChange` to one single-partition changes topic.
+  It keeps no state, so it scales with the CDC topics' partitions.
+- **resolver** applies the row changes in order to :class:`CitizenResolver`, whose stores are
+  durable Faust tables (``rocksdb://``, backed by compacted changelog topics), and writes the
+  citizens, links, review items and data-quality issues (Avro, registered) to compacted topics.
+  The citizen graph is one consistent whole, so the resolver reads one partition; the comparison
+  work is near-linear (blocking) and a worker restarts from its local store, not from history.
+
+Each role is its own Faust app and process (``simpul streams run --role``; without it both run
+as supervised children): one consumer fetching the CDC backlog and the changes topic together
+starved the changes topic, and two processes use two cores.
+
+Delivery is at-least-once (Faust flushes the producer before committing offsets); the resolver
+makes the effect exactly-once by source positions (see :mod:`simpul.streams.citizens`). Events
+that cannot be read go to the dead-letter topic with the reason in their headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from confluent_kafka.admin import NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from simpul.config import ConfigError, SimpulConfig
+from simpul.kafka import client_config, create_topics
+from simpul.schemas.resolution import CITIZEN_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA
+from simpul.schemas.wire import ConfluentAvroDecoder, ConfluentAvroEncoder, SchemaRegistrar, WireFormatError
+from simpul.streams import metrics
+from simpul.streams.changes import ChangeError, RowChange, row_change, value_converters
+from simpul.streams.citizens import CITIZEN, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState
+from simpul.streams.mapping import MappingError, load_mapping
+from simpul.streams.matching import FellegiSunterModel
+
+log = logging.getLogger("simpul.streams")
+
+_TABLE_NAMES = ("rows", "records", "index", "citizens")
+
+
+@dataclass(frozen=True)
+class SourceTopic:
+    """A CDC topic the router reads: which source table it carries and that table's key column."""
+
+    topic: str
+    source: str
+    table: str
+    key_column: str
+
+
+def load_model(config: SimpulConfig) -> FellegiSunterModel:
+    """The trained match settings the resolver scores with; a clear error when not trained yet."""
+    path = config.estimates_path
+    if not path.is_file():
+        raise ConfigError(f"processors.estimates: {path} does not exist (train it with `simpul er train`)")
+    try:
+        return FellegiSunterModel.from_json(path.read_text(encoding="utf-8"))
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"processors.estimates: {path} is not a trained model ({type(exc).__name__})") from None
+
+
+def source_topics(config: SimpulConfig, resolver: CitizenResolver) -> list[SourceTopic]:
+    """The CDC topics of every mapped or joined table whose source is configured."""
+    sources = {s.name: s for s in config.sources}
+    topics = []
+    for source_name, table in resolver.tables():
+        source = sources.get(source_name)
+        if source is not None and table in source.tables:
+            topics.append(SourceTopic(f"{source.topic_prefix}.{table}", source_name, table, resolver.key_column(source_name, table)))
+    if not topics:
+        raise ConfigError("processors: no mapped table belongs to a configured source (check sources[].tables and the mapping)")
+    return topics
+
+
+def create_resolver_topics(config: SimpulConfig, topics: list[SourceTopic]) -> None:
+    """Create the topics the processors read and write, so nothing relies on broker auto-creation."""
+    kafka, p = config.kafka, config.processors
+    compacted = {"cleanup.policy": "compact"}
+    create_topics(
+        client_config(kafka),
+        [NewTopic(t.topic, kafka.partitions, kafka.replication_factor) for t in topics]
+        + [NewTopic(p.changes_topic, 1, kafka.replication_factor), NewTopic(p.dlq_topic, 1, kafka.replication_factor)]
+        + [NewTopic(name, kafka.partitions, kafka.replication_factor, config=compacted)
+           for name in (p.citizens_topic, p.links_topic, p.reviews_topic, p.quality_topic)],
+    )
+
+
+class OutputEncoders:
+    """Avro encoders of the four outputs' keys and values, schemas registered once at start."""
+
+    def __init__(self, config: SimpulConfig, registrar: SchemaRegistrar) -> None:
+        p = config.processors
+        self.topics = {CITIZEN: p.citizens_topic, LINK: p.links_topic, REVIEW: p.reviews_topic, QUALITY: p.quality_topic}
+        schemas = {CITIZEN: CITIZEN_SCHEMA, LINK: LINK_SCHEMA, REVIEW: REVIEW_SCHEMA, QUALITY: QUALITY_SCHEMA}
+        self._keys: dict[str, ConfluentAvroEncoder] = {}
+        self._values: dict[str, ConfluentAvroEncoder] = {}
+        for kind, topic in self.topics.items():
+            self._keys[kind] = registrar.encoder(topic, KEY_SCHEMA, is_key=True)
+            self._values[kind] = registrar.encoder(topic, schemas[kind])
+
+    def encode(self, output: Output) -> tuple[str, bytes, bytes | None]:
+        """(topic, key bytes, value bytes or None for a tombstone)."""
+        value = self._values[output.kind].encode(output.value) if output.value is not None else None
+        return self.topics[output.kind], self._keys[output.kind].encode(output.key), value
+
+
+ROLES = ("router", "resolver")
+
+
+def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | None = None) -> faust.App:
+    """The Faust app of one role (``router`` or ``resolver``); topics are created and schemas registered here."""
+    if role not in ROLES:
+        raise ConfigError(f"streams: unknown role {role!r} (one of {', '.join(ROLES)})")
+    p = config.processors
+    try:
+        mapping = load_mapping(config.mapping_path)
+    except MappingError as exc:
+        raise ConfigError(f"processors.mapping: {exc}") from None
+    model = load_model(config)
+    client = registry or SchemaRegistryClient({"url": config.schema_registry.url})
+    registrar = SchemaRegistrar(client)
+    encoders = OutputEncoders(config, registrar)
+    decoder = ConfluentAvroDecoder(lambda schema_id: client.get_schema(schema_id).schema_str)
+    probe = CitizenResolver(mapping, model, ResolverState())
+    inputs = source_topics(config, probe)
+    create_resolver_topics(config, inputs)
+
+    app_id = p.app_id if role == "resolver" else f"{p.app_id}-router"
+    datadir = config.home / "processors" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{server}" for server in config.kafka.bootstrap_servers.split(",")],
+        store=p.store,
+        datadir=str(datadir),
+        topic_partitions=1,
+        topic_replication_factor=config.kafka.replication_factor,
+        table_standby_replicas=0,
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=p.session_timeout_s,
+        broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=p.session_timeout_s,
+        producer_acks=-1,
+    )
+    by_topic = {t.topic: t for t in inputs}
+    cdc_topics = app.topic(*by_topic, key_serializer="raw", value_serializer="raw")
+    changes = app.topic(p.changes_topic, partitions=1, key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(p.dlq_topic, partitions=1, key_serializer="raw", value_serializer="raw")
+    outputs = {kind: app.topic(topic, key_serializer="raw", value_serializer="raw") for kind, topic in encoders.topics.items()}
+    converters: dict[int, dict[str, Callable[[Any], Any]]] = {}
+
+    async def dead_letter(stage: str, reason: str, event: Any) -> None:
+        message = event.message
+        metrics.DEAD_LETTERS.labels(stage, reason.split(":")[0][:60]).inc()
+        log.warning("%s set aside %s[%d]@%d: %s", stage, message.topic, message.partition, message.offset, reason)
+        headers = {"stage": stage.encode(), "reason": reason.encode(), "topic": message.topic.encode(),
+                   "partition": str(message.partition).encode(), "offset": str(message.offset).encode()}
+        await dlq.send(key=message.key, value=message.value, headers=headers)
+
+    if role == "router":
+
+        @app.agent(cdc_topics, name="router")
+        async def route(stream: Any) -> None:
+            async for event in stream.events():
+                message = event.message
+                if message.value is None:
+                    continue  # the tombstone after a delete: the delete event itself carried the change
+                where = by_topic[message.topic]
+                try:
+                    schema_id, envelope = decoder.decode_with_id(message.value)
+                    if schema_id not in converters:
+                        converters[schema_id] = value_converters(_json_schema(client, schema_id))
+                    change = row_change(where.source, where.table, where.key_column, envelope, converters[schema_id])
+                except (ChangeError, WireFormatError, ValueError, KeyError, TypeError, EOFError) as exc:
+                    await dead_letter("router", _reason(exc), event)
+                    continue
+                metrics.ROUTED.labels(where.source, where.table).inc()
+                await changes.send(key=change.row_id.encode(), value=change.to_json())
+
+        return app
+
+    table_options = {"block_cache_size": p.rocksdb_cache_mb * 1024 * 1024}
+    tables = {name: app.Table(f"er-{name}", partitions=1, options=table_options) for name in _TABLE_NAMES}
+    resolver = CitizenResolver(mapping, model, ResolverState(**tables))
+
+    @app.agent(changes, name="resolver")
+    async def resolve(stream: Any) -> None:
+        async for event in stream.events():
+            started = time.perf_counter()
+            try:
+                change = RowChange.from_json(event.message.value)
+                result = resolver.apply(change)
+            except ChangeError as exc:
+                await dead_letter("resolver", _reason(exc), event)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad change must not stop every citizen's updates
+                log.exception("resolver failed on %s[%d]@%d", event.message.topic, event.message.partition, event.message.offset)
+                await dead_letter("resolver", f"internal error: {type(exc).__name__}", event)
+                continue
+            metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
+            if result.stale:
+                metrics.SKIPPED.labels("stale").inc()
+                continue
+            if result.repeated:
+                metrics.SKIPPED.labels("repeated").inc()
+            metrics.RECORDS_IN.labels(change.source, change.table).inc()
+            for outcome, n in result.decisions.items():
+                metrics.DECISIONS.labels(outcome).inc(n)
+            metrics.MERGES.inc(result.merges)
+            metrics.SPLITS.inc(result.splits)
+            for output in result.outputs:
+                topic, key, value = encoders.encode(output)
+                metrics.OUTPUTS.labels(output.kind, "upsert" if value is not None else "tombstone").inc()
+                await outputs[output.kind].send(key=key, value=value)
+            if change.ts_ms:
+                metrics.SOURCE_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - change.ts_ms / 1000))
+
+    return app
+
+
+def _json_schema(client: SchemaRegistryClient, schema_id: int) -> dict[str, Any]:
+    return json.loads(client.get_schema(schema_id).schema_str)
+
+
+def _reason(exc: Exception) -> str:
+    """A dead letter's reason: the error's kind and message, which by construction name no values."""
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, (ChangeError, WireFormatError)) else type(exc).__name__
+
+
+
+def run_worker(config: SimpulConfig, role: str, loglevel: str = "warn") -> None:
+    """Run one role's worker in this process until SIGTERM or SIGINT."""
+    from simpul.metrics import metrics_port, serve_metrics
+
+    app = build_app(config, role)
+    serve_metrics(config.metrics.host, metrics_port(config, role))
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def run_all(config: SimpulConfig, loglevel: str = "warn") -> None:
+    """Run both roles as supervised child processes (restarted if they die) until SIGTERM or SIGINT."""
+    import sys
+
+    from simpul.config import write_config
+    from simpul.shutdown import Shutdown
+    from simpul.supervisor import Child, Supervisor
+
+    build_app(config, "resolver")  # fail here, with the config's own message, rather than in a child's log
+    shutdown = Shutdown().install()
+    config_file = write_config(config, config.home / "run" / "streams.yaml")
+    supervisor = Supervisor([
+        Child(f"streams-{role}", [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "streams", "run", "--role", role, "--loglevel", loglevel],
+              config.home / "logs" / f"streams-{role}.log")
+        for role in ROLES
+    ])
+    supervisor.start()
+    while not shutdown.wait(1.0):
+        supervisor.check()
+    killed = supervisor.stop()
+    if killed:
+        raise SystemExit(f"did not stop on SIGTERM in time and were killed: {', '.join(killed)}")
