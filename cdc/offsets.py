@@ -14,7 +14,7 @@ OFFSETS_TOPIC = "simpul.cdc.offsets"
 
 
 class OffsetStore:
-    """The latest offset (a JSON object) per source name."""
+    """The latest offset (a JSON object) per source, keyed by its topic prefix (Debezium's logical server name)."""
 
     def __init__(self, config: SimpulConfig, topic: str = OFFSETS_TOPIC) -> None:
         self._store = KafkaStore(

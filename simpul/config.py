@@ -147,6 +147,11 @@ class SourceSettings(_Section):
     capture: CaptureSettings = CaptureSettings()
 
     @property
+    def offset_key(self) -> str:
+        """Where the connector's offsets are kept: the logical server name (topic prefix), as Debezium keys them."""
+        return self.topic_prefix
+
+    @property
     def slot_name(self) -> str:
         """The replication slot of this source's PostgreSQL connector."""
         return self.capture.slot or f"simpul_{self.name}"

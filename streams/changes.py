@@ -118,12 +118,16 @@ def _connect_name(avro_type: Any) -> str | None:
 
 def value_converters(envelope_schema: Mapping[str, Any]) -> dict[str, Callable[[Any], Any]]:
     """Per column of an envelope's row record, the conversion its Connect type needs (if any)."""
-    after = next((f for f in envelope_schema.get("fields", []) if f.get("name") == "after"), None)
-    if after is None:
-        raise ChangeError("envelope schema has no 'after' field")
-    row_schema = next((t for t in after["type"] if isinstance(t, dict)), None) if isinstance(after["type"], list) else after["type"]
+    row_schema = None
+    # The row record is defined where it first appears (``before``); ``after`` refers to it by name.
+    for field in envelope_schema.get("fields", []):
+        if field.get("name") in ("before", "after"):
+            types = field["type"] if isinstance(field["type"], list) else [field["type"]]
+            row_schema = row_schema or next((t for t in types if isinstance(t, dict) and t.get("type") == "record"), None)
+    if row_schema is None:
+        raise ChangeError("envelope schema defines no row record in 'before' or 'after'")
     converters = {}
-    for column in (row_schema or {}).get("fields", []):
+    for column in row_schema.get("fields", []):
         name = _connect_name(column["type"])
         if name in _CONNECT_CONVERTERS:
             converters[column["name"]] = _CONNECT_CONVERTERS[name]

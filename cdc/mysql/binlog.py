@@ -120,7 +120,7 @@ class BinlogStreamer:
     def _save(self) -> None:
         confirmed = self.publisher.confirmed()
         if confirmed is not None:
-            self.offsets.save(self.source.name, confirmed)
+            self.offsets.save(self.source.offset_key, confirmed)
 
     def _commit(self, log_file: str, pos: int, gtid: str | None, rows: int) -> int:
         self.publisher.checkpoint({"file": log_file, "pos": pos, "gtid": gtid, "snapshot_completed": True})

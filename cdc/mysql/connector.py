@@ -62,7 +62,7 @@ class MySqlConnector:
     def _start(self, publisher: EventPublisher, offsets: OffsetStore, writer: EventWriter) -> BinlogPosition | None:
         """Where streaming starts, after a snapshot if one is needed; None if stopped during it."""
         source = self.source
-        offset = offsets.load(source.name)
+        offset = offsets.load(source.offset_key)
         conn = connect_mysql(source)
         try:
             with conn.cursor() as cursor:
@@ -76,7 +76,7 @@ class MySqlConnector:
                 # no_data without an offset: stream from now on.
                 with conn.cursor() as cursor:
                     position = current_position(cursor)
-                offsets.save(source.name, position.as_offset(True))
+                offsets.save(source.offset_key, position.as_offset(True))
                 return position
             try:
                 position = take_snapshot(conn, source, writer, self.schemas, self.transforms, self.shutdown,
@@ -86,7 +86,7 @@ class MySqlConnector:
                 return None
             # Stored only once Kafka holds every snapshot row: a crash before this snapshots again.
             publisher.flush()
-            offsets.save(source.name, position.as_offset(True))
+            offsets.save(source.offset_key, position.as_offset(True))
             return position
         finally:
             conn.close()

@@ -142,7 +142,7 @@ class PostgresConnector:
     def _prepare_slot(self, admin: psycopg.Connection[Any]) -> None:
         """Create the slot, and snapshot through its exported snapshot, as the snapshot mode asks."""
         mode = self.source.capture.snapshot_mode
-        offset = self.offsets.load(self.source.name) or {}
+        offset = self.offsets.load(self.source.offset_key) or {}
         completed = bool(offset.get("snapshot_completed"))
         exists = catalog.slot_exists(admin, self.slot)
         lost = f"{self.source.name}: slot {self.slot} is gone although a snapshot completed"
@@ -151,7 +151,7 @@ class PostgresConnector:
             if not exists:
                 self._create_slot(export=False).close()
             if not completed:
-                self.offsets.save(self.source.name, {"snapshot_completed": True, "slot": self.slot})
+                self.offsets.save(self.source.offset_key, {"snapshot_completed": True, "slot": self.slot})
             return
         catalog.drop_slot(admin, self.slot)
         replication = self._create_slot(export=True)
@@ -202,7 +202,7 @@ class PostgresConnector:
             if held is not None:
                 self._publish_read(*held, lsn, "last")
         self.publisher.flush(300)
-        self.offsets.save(name, {"snapshot_completed": True, "slot": self.slot, "lsn": lsn, "lsn_text": format_lsn(lsn)})
+        self.offsets.save(self.source.offset_key, {"snapshot_completed": True, "slot": self.slot, "lsn": lsn, "lsn_text": format_lsn(lsn)})
         metrics.SNAPSHOT_RUNNING.labels(name).set(0)
         log.info("%s: snapshot of %d rows done in %.1fs", name, sum(counts.values()), time.monotonic() - started)
 
@@ -256,7 +256,7 @@ class PostgresConnector:
         stream.confirm(confirmed["lsn"])
         now = time.monotonic()
         if now - self.progress.last_saved >= OFFSET_SAVE_EVERY_S:
-            self.offsets.save(self.source.name, {"snapshot_completed": True, "slot": self.slot, "lsn": confirmed["lsn"], "lsn_text": format_lsn(confirmed["lsn"])})
+            self.offsets.save(self.source.offset_key, {"snapshot_completed": True, "slot": self.slot, "lsn": confirmed["lsn"], "lsn_text": format_lsn(confirmed["lsn"])})
             self.progress.last_saved = now
 
     def _handle(self, message: Any, lsn: int, tx: _Transaction, catalog_conn: psycopg.Connection[Any]) -> None:
