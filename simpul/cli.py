@@ -213,9 +213,10 @@ def er_export(
 ) -> None:
     """Read the configured agency databases through the mapping into canonical records (JSONL)."""
     from simpul.er_offline import export_records
-    from simpul.streams.mapping import load_mapping
+    from simpul.streams.mapping import align_databases, load_mapping
 
-    counts = export_records(_config(), load_mapping(mapping_file), output, limit)
+    config = _config()
+    counts = export_records(config, align_databases(load_mapping(mapping_file), config.mysql_databases), output, limit)
     table = Table("agency table", "records", "quality notes")
     for name, (rows, notes) in counts.items():
         table.add_row(name, f"{rows:,}", ", ".join(f"{code} {n:,}" for code, n in notes.most_common(6)) or "-")
@@ -251,13 +252,13 @@ def er_train(
 ) -> None:
     """Estimate the match model on the agency databases (export, then resolve) for the stream processors."""
     from simpul.er_offline import export_records, load_model, read_records, write_resolution
-    from simpul.streams.mapping import load_mapping
+    from simpul.streams.mapping import align_databases, load_mapping
     from simpul.streams.resolve import resolve
 
     config = _config()
     target = output or config.estimates_path
     records_file = target.parent / "train-records.jsonl"
-    export_records(config, load_mapping(config.mapping_path), records_file, limit)
+    export_records(config, align_databases(load_mapping(config.mapping_path), config.mysql_databases), records_file, limit)
     records = read_records(records_file)
     resolution = resolve(records, model=load_model(settings_file))
     write_resolution(resolution, records, target.parent / "train-clusters.jsonl", estimates=target)

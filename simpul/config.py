@@ -299,6 +299,11 @@ class SimpulConfig(BaseSettings):
         return self.path(explicit) if explicit is not None else self.home / "er" / "estimates.json"
 
     @property
+    def mysql_databases(self) -> dict[str, str]:
+        """Source name to database of the MySQL sources (whose tables the database qualifies)."""
+        return {s.name: s.database for s in self.sources if s.kind == "mysql"}
+
+    @property
     def mapping_path(self) -> Path | None:
         """The configured agency mapping, or None for the shipped one."""
         return self.path(self.processors.mapping) if self.processors.mapping is not None else None

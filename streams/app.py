@@ -38,12 +38,12 @@ from simpul.schemas.wire import ConfluentAvroDecoder, ConfluentAvroEncoder, Sche
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError, RowChange, row_change, value_converters
 from simpul.streams.citizens import CITIZEN, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState
-from simpul.streams.mapping import MappingError, load_mapping
+from simpul.streams.mapping import MappingError, align_databases, load_mapping
 from simpul.streams.matching import FellegiSunterModel
 
 log = logging.getLogger("simpul.streams")
 
-_TABLE_NAMES = ("rows", "records", "index", "citizens")
+_TABLE_NAMES = ("rows", "records", "citizens")
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
         raise ConfigError(f"streams: unknown role {role!r} (one of {', '.join(ROLES)})")
     p = config.processors
     try:
-        mapping = load_mapping(config.mapping_path)
+        mapping = align_databases(load_mapping(config.mapping_path), config.mysql_databases)
     except MappingError as exc:
         raise ConfigError(f"processors.mapping: {exc}") from None
     model = load_model(config)
@@ -192,9 +192,18 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
     tables = {name: app.Table(f"er-{name}", partitions=1, options=table_options) for name in _TABLE_NAMES}
     resolver = CitizenResolver(mapping, model, ResolverState(**tables))
 
+    index_built = False
+
     @app.agent(changes, name="resolver")
     async def resolve(stream: Any) -> None:
+        nonlocal index_built
         async for event in stream.events():
+            if not index_built:
+                # Tables are recovered before the first event arrives; the index derives from them.
+                started = time.perf_counter()
+                count = resolver.rebuild_index()
+                log.info("index rebuilt from %d stored records in %.1fs", count, time.perf_counter() - started)
+                index_built = True
             started = time.perf_counter()
             try:
                 change = RowChange.from_json(event.message.value)

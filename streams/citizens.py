@@ -75,12 +75,19 @@ class ApplyResult:
 
 @dataclass
 class ResolverState:
-    """The resolver's stores: source rows, records with their edges, the key index, citizens."""
+    """The resolver's stores: source rows, records with their edges, citizens, and the key index.
+
+    ``rows``, ``records`` and ``citizens`` are the durable state. The index (block, rule and join
+    key to the records holding it) is derived from the records, each of which lists its keys, so
+    it lives in memory and :meth:`CitizenResolver.rebuild_index` recreates it at start: a write per
+    key per change would be most of the durable writes, and a derived index cannot disagree with
+    the records after a crash.
+    """
 
     rows: MutableMapping[str, Any] = field(default_factory=dict)
     records: MutableMapping[str, Any] = field(default_factory=dict)
-    index: MutableMapping[str, Any] = field(default_factory=dict)
     citizens: MutableMapping[str, Any] = field(default_factory=dict)
+    index: dict[str, list[str]] = field(default_factory=dict)
 
 
 def master_id(anchor_record_id: str) -> str:
@@ -115,6 +122,21 @@ class CitizenResolver:
         if children:
             return children[0].join.using  # type: ignore[union-attr]
         raise ChangeError(f"table {source}.{table} is not in the mapping")
+
+    def rebuild_index(self) -> int:
+        """Recreate the in-memory index from the records' own keys; returns the records read."""
+        index: dict[str, list[str]] = {}
+        count = 0
+        for record_id, entry in self.state.records.items():
+            count += 1
+            for key in entry["keys"]:
+                index.setdefault(key, []).append(record_id)
+            if entry.get("j") is not None:
+                index.setdefault(_key(_JOIN, entry["j"]), []).append(record_id)
+        for members in index.values():
+            members.sort()
+        self.state.index = index
+        return count
 
     def tables(self) -> list[tuple[str, str]]:
         """Every (source, table) whose changes the resolver reads: mapped and joined tables."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -183,6 +183,28 @@ def _loc_name(part: Any, raw: dict[str, Any]) -> str:
     return str(part)
 
 
+def align_databases(mapping: Mapping, databases: dict[str, str]) -> Mapping:
+    """The mapping with the tables of each source in ``databases`` qualified by that database.
+
+    MySQL qualifies a table by its database, so a mapping written for ``disnaker.ak1_pencari_kerja``
+    follows a source configured with another database (a test's or another city's copy).
+    """
+
+    def moved(source: str, table: str) -> str:
+        database = databases.get(source)
+        return f"{database}.{table.split('.', 1)[1]}" if database else table
+
+    tables = []
+    for t in mapping.tables:
+        join = t.join.model_copy(update={"table": moved(t.source, t.join.table)}) if t.join else None
+        tables.append(t.model_copy(update={"table": moved(t.source, t.table), "join": join}))
+    aid = []
+    for name in mapping.quality.aid_tables:
+        source, table = name.split(".", 1)
+        aid.append(f"{source}.{moved(source, table)}")
+    return mapping.model_copy(update={"tables": tables, "quality": mapping.quality.model_copy(update={"aid_tables": aid})})
+
+
 def load_mapping(path: Path | None = None) -> Mapping:
     """Read and validate a mapping file (default: the shipped Kota Serang mapping)."""
     path = path or DEFAULT_MAPPING
@@ -235,11 +257,16 @@ class CanonicalRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (dates as ISO text, tuples as lists)."""
-        data = asdict(self)
-        data["birth_date"] = self.birth_date.isoformat() if self.birth_date else None
-        data["name_tokens"] = list(self.name_tokens)
-        data["titles"] = list(self.titles)
-        return data
+        # Field by field rather than dataclasses.asdict, which deep-copies recursively: this runs per change.
+        return {
+            "source": self.source, "table": self.table, "record_key": self.record_key,
+            "nik": self.nik, "nik_raw_status": self.nik_raw_status, "name": self.name,
+            "name_tokens": list(self.name_tokens), "titles": list(self.titles),
+            "birth_date": self.birth_date.isoformat() if self.birth_date else None,
+            "sex": self.sex, "birth_place": self.birth_place, "street": self.street, "rt": self.rt, "rw": self.rw,
+            "kelurahan": self.kelurahan, "kecamatan": self.kecamatan, "kk": self.kk, "phone": self.phone,
+            "deceased": self.deceased, "quality_notes": list(self.quality_notes),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CanonicalRecord:

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pymysql
 import pytest
 
 from simpul.config import SimpulConfig, load_config, load_env_file
-from simpul.databases import mysql_params
+from simpul.databases import copy_sources
 
 TEST_CONFIG = Path(__file__).with_name("simpul.test.yaml")
 
@@ -50,64 +48,22 @@ def unique_name() -> str:
     return f"t_{uuid.uuid4().hex[:10]}"
 
 
-def _agency_sources(stack_config: SimpulConfig, name: str, created: list[tuple[str, str, str]], environ: Any) -> list[Any]:
-    """Every configured source with a new, empty database of its own named after ``name``."""
-    sources = []
-    for source in stack_config.sources:
-        database = f"{source.database}_{name}"
-        dsn = f"{source.dsn().rsplit('/', 1)[0]}/{database}"
-        env = f"SIMPUL_TEST_{source.name.upper()}_{name.upper()}_DSN"
-        _create_database(source.kind, source.dsn(), database)
-        created.append((source.kind, source.dsn(), database))
-        environ(env, dsn)
-        tables = source.tables
-        if source.kind == "mysql":
-            tables = [f"{database}.{table.split('.', 1)[1]}" for table in tables]
-        sources.append(source.model_copy(update={"database": database, "dsn_env": env, "tables": tables}))
-    return sources
-
-
 @pytest.fixture
 def agency_config(stack_config: SimpulConfig, unique_name: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpulConfig]:
     """The test config with every agency database replaced by a new, empty one of this test's
     own (dropped afterwards), so tests that seed or capture never see each other's rows."""
-    created: list[tuple[str, str, str]] = []
-    sources = _agency_sources(stack_config, unique_name, created, monkeypatch.setenv)
-    yield stack_config.model_copy(update={"sources": sources})
-    for kind, admin_dsn, database in created:
-        _drop_database(kind, admin_dsn, database)
+    copies = copy_sources(stack_config.sources, unique_name, monkeypatch.setenv)
+    yield stack_config.model_copy(update={"sources": copies.sources})
+    copies.drop()
 
 
 @pytest.fixture(scope="module")
 def module_agency_config(stack_config: SimpulConfig) -> Iterator[SimpulConfig]:
     """Like ``agency_config``, shared by one module's tests (for an expensive setup done once)."""
-    name = f"m_{uuid.uuid4().hex[:10]}"
-    created: list[tuple[str, str, str]] = []
     with pytest.MonkeyPatch.context() as patch:
-        sources = _agency_sources(stack_config, name, created, patch.setenv)
-        yield stack_config.model_copy(update={"sources": sources})
-    for kind, admin_dsn, database in created:
-        _drop_database(kind, admin_dsn, database)
-
-
-def _create_database(kind: str, admin_dsn: str, database: str) -> None:
-    if kind == "postgres":
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{database}"')
-    else:
-        conn = pymysql.connect(**{**mysql_params(admin_dsn), "autocommit": True})
-        with conn, conn.cursor() as cur:
-            cur.execute(f"CREATE DATABASE `{database}` CHARACTER SET utf8mb4")
-
-
-def _drop_database(kind: str, admin_dsn: str, database: str) -> None:
-    if kind == "postgres":
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-    else:
-        conn = pymysql.connect(**{**mysql_params(admin_dsn), "autocommit": True})
-        with conn, conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
+        copies = copy_sources(stack_config.sources, f"m_{uuid.uuid4().hex[:10]}", patch.setenv)
+        yield stack_config.model_copy(update={"sources": copies.sources})
+    copies.drop()
 
 
 @dataclass(frozen=True)

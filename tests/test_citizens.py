@@ -215,3 +215,17 @@ def test_one_nik_with_two_birth_dates_and_deceased_aid_recipients_are_quality_is
     died = feed.put(*PD, NIK_A, {**_penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"), "status_hidup": "MATI"})
     aid = next(o.value for o in died.outputs if o.kind == QUALITY and o.key == f"{master}|deceased_receiving_aid")
     assert "dinsos:bansos.anggota_penerima:9" in aid["record_ids"]
+
+
+def test_an_index_rebuilt_from_the_records_continues_like_the_original(city: Any) -> None:
+    changes, model, _ = city
+    half = len(changes) // 2
+    reference, _ = _run(changes, model)
+    resolver, _ = _run(changes[:half], model)
+    # A restarted worker keeps rows, records and citizens, and rebuilds the index from the records.
+    restarted = CitizenResolver(MAPPING, model, ResolverState(resolver.state.rows, resolver.state.records, resolver.state.citizens), today=TODAY)
+    assert restarted.rebuild_index() == len(resolver.state.records)
+    assert restarted.state.index == resolver.state.index
+    for change in changes[half:]:
+        restarted.apply(change)
+    assert _masters(restarted) == _masters(reference)

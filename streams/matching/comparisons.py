@@ -27,15 +27,17 @@ NULL_LEVEL = 0
 """Index of the null level in every comparison."""
 
 
+_SIZED = frozenset({str, list, tuple, set, frozenset})
+
+
 def field_value(record: Any, field: str) -> Any:
-    """Return ``record[field]`` (mapping) or ``record.field`` (object), ``None`` when missing or empty."""
-    if isinstance(record, Mapping):
-        value = record.get(field)
-    else:
-        value = getattr(record, field, None)
-    if value is None:
-        return None
-    if isinstance(value, (str, list, tuple, set, frozenset)) and len(value) == 0:
+    """Return ``record.field`` (object) or ``record[field]`` (mapping), ``None`` when missing or empty."""
+    # Attribute access first: it is the hot path (canonical records), and an ABC check is not free.
+    try:
+        value = getattr(record, field)
+    except AttributeError:
+        value = record.get(field) if isinstance(record, Mapping) else None
+    if value is None or (value.__class__ in _SIZED and not value):
         return None
     return value
 
