@@ -13,6 +13,7 @@ RATE ?= 20
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 BENCH_ARGS_MYSQL ?=
+BENCH_ARGS_ER ?=
 
 .PHONY: run test stop deps venv bench clean
 
@@ -26,6 +27,7 @@ bench: deps ## the benchmarks (not part of make test); figures in bench/results/
 	$(BIN)/simpul stack up
 	$(BIN)/python -m bench.cdc_postgres $(BENCH_ARGS)
 	$(BIN)/python -m bench.cdc_mysql --config simpul.yaml $(BENCH_ARGS_MYSQL)
+	$(BIN)/python -m bench.er --config simpul.yaml $(BENCH_ARGS_ER)
 
 stop: ## stop everything the project started (main and test stacks)
 	@if [ -x $(BIN)/simpul ]; then \
@@ -40,7 +42,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	touch $@
 
 $(SYSTEM_STAMP): deploy/local/install-system-packages.sh

@@ -27,18 +27,17 @@ from simpul.schemas.wire import ConfluentAvroDecoder
 RESULTS = Path(__file__).with_name("results")
 
 
-class ConnectorProcess:
-    """``simpul cdc run --source NAME`` in its own process, with its log kept and its memory sampled."""
+class SimpulProcess:
+    """A ``simpul`` command in its own process (as in production), with its log kept and its memory sampled."""
 
-    def __init__(self, config: SimpulConfig, source: SourceSettings) -> None:
+    def __init__(self, config: SimpulConfig, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="simpul-bench-"))
         config_file = write_config(config, self.directory / "simpul.yaml")
-        self.log = self.directory / "connector.log"
-        env = {**os.environ, source.dsn_env: source.dsn(), "SIMPUL_LOG_LEVEL": "INFO"}
+        self.log = self.directory / "process.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "cdc", "run", "--source", source.name],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                [sys.executable, "-m", "simpul.cli", "--config", str(config_file), *argv],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SIMPUL_LOG_LEVEL": "INFO", **(env or {})},
             )
         self.rss_max_mb = 0.0
         self._sampling = threading.Event()
@@ -74,7 +73,7 @@ class ConnectorProcess:
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
-        raise SystemExit(f"connector: no {pattern!r} within {timeout:.0f} s; log tail:\n{self.log.read_text(errors='replace')[-3000:]}")
+        raise SystemExit(f"{self.process.args[5:]}: no {pattern!r} within {timeout:.0f} s; log tail:\n{self.log.read_text(errors='replace')[-3000:]}")
 
     def stop(self) -> float:
         """SIGTERM and wait; the seconds a clean stop took."""
@@ -88,6 +87,13 @@ class ConnectorProcess:
                 self.process.kill()
                 self.process.wait(10)
         return time.monotonic() - started
+
+
+class ConnectorProcess(SimpulProcess):
+    """``simpul cdc run --source NAME``."""
+
+    def __init__(self, config: SimpulConfig, source: SourceSettings) -> None:
+        super().__init__(config, ["cdc", "run", "--source", source.name], {source.dsn_env: source.dsn()})
 
 
 class TopicWatch:
