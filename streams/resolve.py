@@ -9,8 +9,8 @@ Steps, all pure:
    same canonical name whose birth dates and sexes do not contradict each other (how a household
    head's KK or aid-family row, which carry no birth date, meet the person's own row).
 3. Blocking gives candidate pairs; the Fellegi-Sunter model scores them. Without given estimates
-   the model is estimated on the input: u from random pairs, m from the deterministic matches
-   (labels), the match rate lambda by EM over the candidate pairs. Pairs at or above the link
+   the model is estimated on the input: u from random pairs, m by EM in training sessions
+   (as Splink trains), the match rate lambda by EM over the candidate pairs. Pairs at or above the link
    threshold link; pairs between the review and link thresholds go to a person, with their
    explanation.
 4. Union-find over all links gives the clusters; a cluster's id is its smallest ``record_id``.
@@ -32,6 +32,7 @@ from typing import Any
 from simpul.streams.mapping import CanonicalRecord
 from simpul.streams.matching import (
     NULL_LEVEL,
+    BlockingRule,
     DateComparison,
     EMResult,
     FellegiSunterModel,
@@ -39,9 +40,11 @@ from simpul.streams.matching import (
     MatchScore,
     MatchSettings,
     Outcome,
+    candidate_pairs,
     comparison_vectors,
     default_settings,
     estimate_u,
+    expectation_maximisation,
     sample_random_pairs,
 )
 
@@ -207,26 +210,40 @@ def _nik_index(model: FellegiSunterModel) -> int | None:
     return next((j for j, c in enumerate(model.comparisons) if c.field == "nik"), None)
 
 
-def _m_from_matches(
-    model: FellegiSunterModel, records: Sequence[CanonicalRecord], matches: Sequence[tuple[int, int]], counted: Counter[Vector]
-) -> list[list[float]]:
-    """m per level from known matches, Splink's "m from pairwise labels".
+def _m_by_sessions(model: FellegiSunterModel, records: Sequence[CanonicalRecord], u: list[list[float]]) -> tuple[list[list[float]], list[dict[str, Any]]]:
+    """m per level by EM, session by session as Splink trains (see :class:`TrainingSession`).
 
-    EM on the blocked pairs of a city where true pairs are a small minority settles on the wrong
-    mixture (households or birth cohorts as the "match" class), so m comes from labels instead:
-    for every comparison but the NIK, pairs linked by a verified NIK; for the NIK, which those pairs
-    agree on by construction, candidate pairs agreeing exactly on every other non-null comparison.
+    In each session the pairs come from blocking on the session's key; the comparisons of the key's
+    fields (and of its ``exclude`` list) are set to null, so they neither inform nor get an
+    estimate; u stays fixed at the random-pair estimate, which keeps the two-class mixture anchored
+    (EM over all candidate pairs with u free settled on households as the "match" class). A
+    comparison's m is the average over the sessions that estimated it; one no session estimates
+    keeps its starting m. Returns m and a summary per session for the report.
     """
-    m = [list(row) for row in model.m]
-    nik = _nik_index(model)
-    labelled = comparison_vectors(model.comparisons, records, matches)
-    for j in range(len(model.comparisons)):
-        if j != nik:
-            m[j] = _level_shares(((v, 1) for v in labelled), j, len(m[j])) or m[j]
-    if nik is not None:
-        sure = [(v, n) for v, n in counted.items() if all(level == 1 for k, level in enumerate(v) if k != nik and level != NULL_LEVEL) and sum(1 for k, level in enumerate(v) if k != nik and level == 1) >= 3]
-        m[nik] = _level_shares(sure, nik, len(m[nik])) or m[nik]
-    return m
+    em = model.settings.em
+    sums = [[0.0] * len(row) for row in model.m]
+    counts = [0] * len(model.m)
+    report = []
+    for session in em.sessions:
+        rule = BlockingRule.of("training", *session.block_on)
+        fixed = {part.field for part in rule.parts} | set(session.exclude)
+        estimated = [j for j, c in enumerate(model.comparisons) if c.field not in fixed]
+        pairs = sorted(candidate_pairs(records, [rule], model.settings.max_block_size).pairs)
+        vectors = [
+            tuple(level if j in estimated else NULL_LEVEL for j, level in enumerate(vector))
+            for vector in comparison_vectors(model.comparisons, records, pairs)
+        ]
+        result = expectation_maximisation(vectors, model.m, u, 0.5, fix_u=True, tolerance=em.tolerance, max_iterations=em.max_iterations)
+        for j in estimated:
+            sums[j] = [a + b for a, b in zip(sums[j], result.m[j])]
+            counts[j] += 1
+        report.append({
+            "block_on": session.block_on, "pairs": result.n_pairs, "iterations": result.iterations,
+            "converged": result.converged, "lambda": result.lambda_,
+            "estimated": [model.comparisons[j].name for j in estimated],
+        })
+    m = [[x / counts[j] for x in sums[j]] if counts[j] else list(model.m[j]) for j in range(len(model.m))]
+    return m, report
 
 
 def _nik_u_given_birth_date(model: FellegiSunterModel, counted: Counter[Vector]) -> list[float] | None:
@@ -265,15 +282,15 @@ def _train(
     counted: Counter[Vector],
     matches: Sequence[tuple[int, int]],
 ) -> EMResult:
-    """Estimate the model on the input: term frequencies, u from random pairs, m from known
-    matches (see :func:`_m_from_matches`), the NIK's u given an agreeing birth date, then lambda
-    among the candidate pairs."""
+    """Estimate the model on the input: term frequencies, u from random pairs, m by EM per
+    training session (see :func:`_m_by_sessions`), the NIK's u given an agreeing birth date, then
+    lambda among the candidate pairs."""
     em = model.settings.em
     model.build_term_frequencies(records)
     level_counts = [len(c.levels) - 1 for c in model.comparisons]
     random_pairs = sample_random_pairs(len(records), em.random_pairs, em.seed)
     u = estimate_u(comparison_vectors(model.comparisons, records, random_pairs), level_counts)
-    m = _m_from_matches(model, records, matches, counted)
+    m, sessions = _m_by_sessions(model, records, u)
     nik, nik_u = _nik_index(model), _nik_u_given_birth_date(model, counted)
     if nik is not None and nik_u is not None:
         u[nik] = nik_u
@@ -281,7 +298,7 @@ def _train(
     total = sum(counted.values())
     lambda_ = _match_rate(model, counted, max(model.lambda_, len(matches) / max(total, 1)))
     model.set_parameters(m, u, lambda_)
-    return EMResult(m, u, lambda_, True, total, len(counted))
+    return EMResult(m, u, lambda_, all(session["converged"] for session in sessions), total, len(counted), sessions=sessions)
 
 
 def _count_vectors(model: FellegiSunterModel, records: Sequence[CanonicalRecord], blocks: CandidateBlocks) -> Counter[Vector]:

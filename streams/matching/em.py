@@ -52,6 +52,7 @@ class EMResult:
     n_pairs: int
     n_distinct_vectors: int
     history: list[EMIteration] = field(default_factory=list)
+    sessions: list[dict[str, Any]] = field(default_factory=list)  # per training session: pairs, iterations, lambda
 
     @property
     def iterations(self) -> int:

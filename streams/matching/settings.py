@@ -51,8 +51,23 @@ class BlockingRuleSpec(BaseModel):
         return BlockingRule.of(self.name, *self.keys)
 
 
+class TrainingSession(BaseModel):
+    """One EM session, as Splink trains: pairs blocked on ``block_on`` (key parts, as in blocking
+    rules), m estimated for every comparison whose field is neither in the key nor in ``exclude``.
+
+    ``exclude`` names fields the blocked pairs agree on for another reason: pairs sharing a valid
+    NIK agree on birth date and sex by construction, because a NIK is only kept when it does.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block_on: list[str] = Field(min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+
+
 class EMSettings(BaseModel):
-    """How parameters are estimated (see :mod:`simpul.streams.matching.em`)."""
+    """How parameters are estimated (see :mod:`simpul.streams.matching.em`): u from random pairs,
+    m by EM per training session (averaged over the sessions that estimate it), lambda last."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -60,6 +75,7 @@ class EMSettings(BaseModel):
     tolerance: float = Field(1e-4, gt=0.0)
     random_pairs: int = Field(200_000, ge=1)
     seed: int = 0
+    sessions: list[TrainingSession] = Field(default_factory=list, description="EM sessions; none: m stays as given")
 
 
 class MatchSettings(BaseModel):
@@ -163,4 +179,10 @@ def default_settings() -> MatchSettings:
             BlockingRuleSpec(name="kk_birth_year", keys=["kk", "birth_date|year"]),
             BlockingRuleSpec(name="kelurahan_year_initial", keys=["kelurahan", "birth_date|year", "name|prefix:1"]),
         ],
+        # Two sessions cover every comparison: the NIK session estimates name, kelurahan and phone;
+        # the name-and-kelurahan session estimates NIK, birth date (typos included) and sex.
+        em=EMSettings(sessions=[
+            TrainingSession(block_on=["nik"], exclude=["birth_date", "sex"]),
+            TrainingSession(block_on=["name", "kelurahan"]),
+        ]),
     )
