@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,13 +248,38 @@ def _reason(exc: Exception) -> str:
 
 
 
+class BoundedWorker(faust.Worker):
+    """A Faust worker whose stop is bounded: Faust's shutdown can hang (a known, still-reported
+    bug), so a stop signal also arms a timer that ends the process. That is safe by design: the
+    processors survive ``kill -9`` at any moment."""
+
+    stop_timeout_s = 30.0
+
+    def _arm(self) -> None:
+        def force() -> None:
+            log.error("did not stop within %.0f s of the signal; exiting now", self.stop_timeout_s)
+            os._exit(70)
+
+        timer = threading.Timer(self.stop_timeout_s, force)
+        timer.daemon = True
+        timer.start()
+
+    def _on_sigterm(self) -> None:
+        self._arm()
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._arm()
+        super()._on_sigint()
+
+
 def run_worker(config: SimpulConfig, role: str, loglevel: str = "warn") -> None:
     """Run one role's worker in this process until SIGTERM or SIGINT."""
     from simpul.metrics import metrics_port, serve_metrics
 
     app = build_app(config, role)
     serve_metrics(config.metrics.host, metrics_port(config, role))
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = BoundedWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 

@@ -31,7 +31,7 @@ issues.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -98,7 +98,9 @@ def master_id(anchor_record_id: str) -> str:
 class CitizenResolver:
     """Applies row changes to the citizen graph (see the module docstring)."""
 
-    def __init__(self, mapping: Mapping, model: FellegiSunterModel, state: ResolverState, today: date | None = None) -> None:
+    def __init__(
+        self, mapping: Mapping, model: FellegiSunterModel, state: ResolverState, today: date | None = None, cache_size: int = 300_000
+    ) -> None:
         self.mapping = mapping
         self.model = model
         self.state = state
@@ -106,6 +108,10 @@ class CitizenResolver:
         self.scorer = PairScorer(model)
         self.survivorship = Survivorship(mapping.survivorship or _DEFAULT_SURVIVORSHIP)
         self.max_block_size = model.settings.max_block_size
+        # Parsed records by id, most recently used last: a candidate is read for every change in
+        # its blocks, and a store read plus parsing costs more than the comparison itself.
+        self._parsed: OrderedDict[str, CanonicalRecord] = OrderedDict()
+        self.cache_size = cache_size
         self._aid_tables = set(mapping.quality.aid_tables)
         self._mapped = {(t.source, t.table): t for t in mapping.tables}
         self._children: dict[tuple[str, str], list[TableMapping]] = {}
@@ -238,6 +244,7 @@ class CitizenResolver:
             "m": stored["m"] if stored is not None else None,
         }
         records[record_id] = entry
+        self._remember(record_id, record)
         links = self._set_edges(record_id, record, entry, work)
         result.decisions[LINK if links else (REVIEW if entry["r"] else RULE_NEW)] += 1
         work.changed.add(record_id)
@@ -254,6 +261,7 @@ class CitizenResolver:
         for other in set(stored["l"]) | set(stored["r"]):
             self._set_neighbour_edge(other, record_id, None, None, work)
         del self.state.records[record_id]
+        self._parsed.pop(record_id, None)
         if stored["m"] is not None:
             work.old_masters.add(stored["m"])
         work.seeds.update(stored["l"])
@@ -312,10 +320,10 @@ class CitizenResolver:
         links: dict[str, list[Any]] = {}
         reviews: dict[str, float] = {}
         for other_id in blocked | ruled:
-            other_entry = self.state.records.get(other_id)
-            if other_entry is None:
+            other = self._record(other_id)
+            if other is None:
                 continue
-            decision = self._decide(record, CanonicalRecord.from_dict(other_entry["rec"]), other_id in blocked)
+            decision = self._decide(record, other, other_id in blocked)
             if decision is None:
                 continue
             rule, probability = decision
@@ -350,11 +358,30 @@ class CitizenResolver:
             self.state.records[other_id] = other
         work.review_pairs.add(_pair(record_id, other_id))
 
+    def _record(self, record_id: str) -> CanonicalRecord | None:
+        """The current record with this id (None when there is none), parsed once and cached."""
+        record = self._parsed.get(record_id)
+        if record is not None:
+            self._parsed.move_to_end(record_id)
+            return record
+        entry = self.state.records.get(record_id)
+        if entry is None:
+            return None
+        record = CanonicalRecord.from_dict(entry["rec"])
+        self._remember(record_id, record)
+        return record
+
+    def _remember(self, record_id: str, record: CanonicalRecord) -> None:
+        self._parsed[record_id] = record
+        self._parsed.move_to_end(record_id)
+        if len(self._parsed) > self.cache_size:
+            self._parsed.popitem(last=False)
+
     def _reedge(self, record_id: str, work: _Work) -> None:
         """Recompute the edges of an unchanged record (its block crossed the size limit)."""
         entry = self.state.records.get(record_id)
         if entry is not None:
-            self._set_edges(record_id, CanonicalRecord.from_dict(entry["rec"]), entry, work)
+            self._set_edges(record_id, self._record(record_id), entry, work)  # type: ignore[arg-type]
 
     # --- citizens -------------------------------------------------------------------------------
 
@@ -430,7 +457,7 @@ class CitizenResolver:
         """The link message: the record's citizen and the strongest edge that put it there."""
         entry = entries[record_id]
         best = max(entry["l"].items(), key=lambda item: (_RULE_STRENGTH[item[1][0]], item[1][1], item[0]), default=None)
-        record = CanonicalRecord.from_dict(entry["rec"])
+        record = self._record(record_id)
         value: dict[str, Any] = {
             "record_id": record_id, "source": record.source, "table": record.table, "record_key": record.record_key,
             "master_id": master, "rule": RULE_NEW, "matched_record_id": None, "probability": None, "weight": None,
@@ -438,7 +465,7 @@ class CitizenResolver:
         }
         if best is not None:
             other_id, (rule, probability) = best
-            score = self.model.score(record, CanonicalRecord.from_dict(entries.get(other_id, self.state.records[other_id])["rec"]))
+            score = self.model.score(record, self._record(other_id))
             value.update(rule=rule, matched_record_id=other_id, probability=probability, weight=score.weight, contributions=_contributions(score))
         return value
 
@@ -448,7 +475,7 @@ class CitizenResolver:
         ea, eb = records.get(a), records.get(b)
         if ea is None or eb is None or b not in ea["r"] or ea["m"] == eb["m"]:
             return None
-        score = self.model.score(CanonicalRecord.from_dict(ea["rec"]), CanonicalRecord.from_dict(eb["rec"]))
+        score = self.model.score(self._record(a), self._record(b))
         return {
             "record_a": a, "record_b": b, "master_a": ea["m"], "master_b": eb["m"],
             "probability": score.probability, "weight": score.weight, "contributions": _contributions(score),

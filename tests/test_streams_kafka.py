@@ -28,6 +28,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from simpul.config import SimpulConfig, write_config
 from simpul.er_offline import export_records, read_records
 from simpul.kafka import client_config, create_topics
+from simpul.metrics import metrics_port
 from simpul.seed.city import seed_city
 from simpul.streams.mapping import align_databases, load_mapping
 from simpul.streams.resolve import resolve
@@ -81,7 +82,7 @@ class Worker:
     """``simpul streams run`` as a child process, with its metrics port."""
 
     def __init__(self, config: SimpulConfig, tmp: Path) -> None:
-        self.config = config.model_copy(update={"metrics": config.metrics.model_copy(update={"port": _free_port() - 3})})
+        self.config = config.model_copy(update={"metrics": config.metrics.model_copy(update={"port": _free_port() - 6})})
         self.file = write_config(self.config, tmp / f"{config.processors.app_id}.yaml")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -102,8 +103,8 @@ class Worker:
         assert self.process.returncode == 0, stderr.decode()[-3000:]
         return stderr.decode()
 
-    def metrics(self) -> str:
-        port = self.config.metrics.port + 3
+    def metrics(self, role: str = "resolver") -> str:
+        port = metrics_port(self.config, role)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             return response.read().decode()
 
@@ -336,7 +337,31 @@ def test_live_update_and_delete_move_a_record_between_citizens(city: dict[str, A
             conn.execute("DELETE FROM pasien WHERE no_rm = %s", (patient.rsplit(":", 1)[1],))
         after = read_latest(config, links_topic, lambda latest: patient not in latest, timeout=90)
         assert patient not in after and after[person]["master_id"] == masters[person]
+
+        # Bytes that are no Avro event are set aside with the reason, and the stream goes on.
+        producer = Producer(client_config(config.kafka))
+        producer.produce(f"{clinic.topic_prefix}.public.pasien", key=b"k", value=b"not an event")
+        producer.flush(10)
+        dead = _dead_letters(config)
+        assert dead and dead[-1][0] == b"not an event"
+        assert dead[-1][1]["stage"] == b"router" and dead[-1][1]["reason"].startswith(b"WireFormatError")
+        assert 'simpul_streams_dead_letters_total{reason="WireFormatError",stage="router"} 1.0' in worker.metrics("router")
     finally:
         worker.stop()
         connector.send_signal(signal.SIGTERM)
         connector.communicate(timeout=60)
+
+
+def _dead_letters(config: SimpulConfig, timeout: float = 60) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = Consumer(client_config(config.kafka, **{"group.id": f"dlq-{time.monotonic_ns()}", "auto.offset.reset": "earliest"}))
+    consumer.subscribe([config.processors.dlq_topic])
+    found: list[tuple[bytes, dict[str, bytes]]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not found and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                found.append((message.value(), dict(message.headers() or [])))
+    finally:
+        consumer.close()
+    return found
