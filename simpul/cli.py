@@ -251,18 +251,12 @@ def er_train(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Estimates file (default: processors.estimates).")] = None,
 ) -> None:
     """Estimate the match model on the agency databases (export, then resolve) for the stream processors."""
-    from simpul.er_offline import export_records, load_model, read_records, write_resolution
-    from simpul.streams.mapping import align_databases, load_mapping
-    from simpul.streams.resolve import resolve
+    from simpul.er_offline import train_estimates
 
     config = _config()
     target = output or config.estimates_path
-    records_file = target.parent / "train-records.jsonl"
-    export_records(config, align_databases(load_mapping(config.mapping_path), config.mysql_databases), records_file, limit)
-    records = read_records(records_file)
-    resolution = resolve(records, model=load_model(settings_file))
-    write_resolution(resolution, records, target.parent / "train-clusters.jsonl", estimates=target)
-    _print_resolution(resolution, len(records))
+    resolution, records = train_estimates(config, target, limit, settings_file)
+    _print_resolution(resolution, records)
     out.print(f"estimates written to {target}")
 
 

@@ -22,9 +22,9 @@ from simpul.config import ConfigError, SimpulConfig, SourceSettings
 from simpul.databases import connect_mysql, connect_postgres
 from simpul.progress import progress
 from simpul.seed.truth import read_records as read_truth_records
-from simpul.streams.mapping import CanonicalRecord, Mapping, TableMapping, to_canonical
+from simpul.streams.mapping import CanonicalRecord, Mapping, TableMapping, align_databases, load_mapping, to_canonical
 from simpul.streams.matching import FellegiSunterModel, MatchSettings
-from simpul.streams.resolve import Resolution
+from simpul.streams.resolve import Resolution, resolve
 
 _FETCH_ROWS = 5_000  # rows per round trip of a streaming cursor
 
@@ -221,3 +221,14 @@ def read_truth(truth_dir: Path) -> dict[str, int]:
     if not truth:
         raise ConfigError(f"{truth_dir}: no truth records found (run `simpul seed` first)")
     return truth
+
+
+def train_estimates(config: SimpulConfig, target: Path, limit: int | None = None, settings: Path | None = None) -> tuple[Resolution, int]:
+    """Export the agency databases (up to ``limit`` records), resolve them, and write the estimated
+    model to ``target`` for the stream processors. Returns the resolution and the record count."""
+    records_file = target.parent / "train-records.jsonl"
+    export_records(config, align_databases(load_mapping(config.mapping_path), config.mysql_databases), records_file, limit)
+    records = read_records(records_file)
+    resolution = resolve(records, model=load_model(settings))
+    write_resolution(resolution, records, target.parent / "train-clusters.jsonl", estimates=target)
+    return resolution, len(records)

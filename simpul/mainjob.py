@@ -1,10 +1,10 @@
 """The main job on the local stack (``simpul run``, ``make run``).
 
-Today it brings the stack up (with the schema registry), seeds a demo-sized Kota Serang when the
-agency databases are empty, runs a CDC connector per agency source as a supervised process, and
-drives live changes into the agency databases while showing what each stage does; the stream
-processors and sinks join it as they are built. ``duration_s`` gives the bounded form that ends by
-itself with a summary.
+It brings the stack up (with the schema registry), seeds a demo-sized Kota Serang when the agency
+databases are empty, runs a CDC connector per agency source and the stream processors (router and
+resolver, after training the match model once) as supervised processes, and drives live changes
+into the agency databases while showing what each stage does; the sinks join it as they are built.
+``duration_s`` gives the bounded form that ends by itself with a summary.
 """
 
 from __future__ import annotations
@@ -103,6 +103,10 @@ class MainJob:
         supervisor = Supervisor(self._connectors())
         supervisor.start()
         self.console.print(f"CDC connectors: {', '.join(s.name for s in self.config.sources)} (logs in {self.config.home / 'logs'})")
+        self._ensure_estimates()
+        processors = Supervisor(self._processors())
+        processors.start()
+        self.console.print("stream processors: router and resolver (citizens on topic " f"{self.config.processors.citizens_topic})")
 
         generator = ChangeGenerator(self.config, seed=int(time.time()), truth_dir=truth_dir)
         failure: list[BaseException] = []
@@ -120,8 +124,9 @@ class MainJob:
         with Live(console=self.console, refresh_per_second=2, transient=False) as live:
             while not shutdown.wait(1.0):
                 supervisor.check()
+                processors.check()
                 events = self._captured()
-                live.update(self._status(ChangeCounts.read(), time.monotonic() - live_started, rate, supervisor, events, previous))
+                live.update(self._status(ChangeCounts.read(), time.monotonic() - live_started, rate, supervisor, events, previous, processors))
                 previous = events
                 if duration_s is not None and time.monotonic() - started >= duration_s:
                     shutdown.request()
@@ -129,7 +134,8 @@ class MainJob:
                     break
         worker.join(timeout=30)
         events = self._captured()
-        killed = supervisor.stop()
+        resolved = self._resolved()
+        killed = processors.stop() + supervisor.stop()
         counts = ChangeCounts.read()
         elapsed = time.monotonic() - live_started
         self.console.rule("[bold]Summary")
@@ -137,6 +143,8 @@ class MainJob:
         self.console.print(self._changes_table(counts))
         self.console.print(self._connectors_table(supervisor, events, {}))
         self.console.print(f"{int(sum(events.values())):,} change events captured into Kafka by {len(events)} connector(s)")
+        self.console.print(self._processors_table(processors, resolved))
+        self.console.print(f"{int(resolved.get('applied', 0)):,} row changes resolved into citizens by the stream processors")
         if killed:
             self.console.print(f"[red]did not stop on SIGTERM within 30 s and were killed: {', '.join(killed)}")
         self.console.print(
@@ -163,6 +171,53 @@ class MainJob:
             for source in self.config.sources
         ]
 
+    def _ensure_estimates(self) -> None:
+        """Train the match model once, on up to 200,000 records of the agency databases."""
+        from simpul.er_offline import train_estimates
+
+        target = self.config.estimates_path
+        if target.is_file():
+            self.console.print(f"match model: {target}")
+            return
+        self.console.print("training the match model on the agency databases (up to 200,000 records)")
+        resolution, records = train_estimates(self.config, target, limit=200_000)
+        self.console.print(f"match model trained on {records:,} records ({resolution.cluster_count:,} citizens): {target}")
+
+    def _processors(self) -> list[Child]:
+        config_file = write_config(self.config, self.config.home / "run" / "simpul.yaml")
+        return [
+            Child(
+                f"streams-{role}",
+                [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "streams", "run", "--role", role],
+                self.config.home / "logs" / f"streams-{role}.log",
+            )
+            for role in ("router", "resolver")
+        ]
+
+    def _resolved(self) -> dict[str, float]:
+        """What the resolver has done so far (from its own /metrics)."""
+        url = f"http://{self.config.metrics.host}:{metrics_port(self.config, 'resolver')}/metrics"
+        figures = {}
+        for name, sample in (("applied", "simpul_resolver_records_in_total"), ("decisions", "simpul_resolver_decisions_total"),
+                             ("merges", "simpul_resolver_merges_total"), ("splits", "simpul_resolver_splits_total")):
+            value = scrape_sum(url, sample)
+            if value is not None:
+                figures[name] = value
+        return figures
+
+    @staticmethod
+    def _processors_table(processors: Supervisor, resolved: dict[str, float]) -> Table:
+        table = Table("processor", "state", "restarts", title="stream processors")
+        for child in processors.children:
+            if processors.stopped and child.process is not None:
+                state = f"stopped (exit {child.process.returncode})"
+            else:
+                state = "[green]running" if child.running else "[yellow]restarting" if child.process else "[red]not started"
+            table.add_row(child.name, state, str(child.restarts))
+        figures = ", ".join(f"{name} {int(value):,}" for name, value in resolved.items()) or "starting"
+        table.caption = f"resolver: {figures}"
+        return table
+
     def _captured(self) -> dict[str, float]:
         """Events each connector has published so far (from its own /metrics)."""
         captured = {}
@@ -174,10 +229,13 @@ class MainJob:
         return captured
 
     def _status(
-        self, counts: ChangeCounts, elapsed: float, rate: float, supervisor: Supervisor, events: dict[str, float], previous: dict[str, float]
+        self, counts: ChangeCounts, elapsed: float, rate: float, supervisor: Supervisor, events: dict[str, float], previous: dict[str, float],
+        processors: Supervisor,
     ) -> Group:
         header = f"running {elapsed:.0f}s · {counts.total:,} changes ({counts.total / max(elapsed, 1e-9):.1f}/s of {rate:g}/s asked) · Ctrl-C stops"
-        return Group(header, self._connectors_table(supervisor, events, previous), self._changes_table(counts))
+        return Group(
+            header, self._connectors_table(supervisor, events, previous), self._processors_table(processors, self._resolved()), self._changes_table(counts)
+        )
 
     def _connectors_table(self, supervisor: Supervisor, events: dict[str, float], previous: dict[str, float]) -> Table:
         table = Table("connector", "agency", "state", "events", "events/s", "restarts", title="CDC connectors")
