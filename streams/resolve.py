@@ -40,6 +40,7 @@ from simpul.streams.matching import (
     MatchScore,
     MatchSettings,
     Outcome,
+    Vector,
     candidate_pairs,
     comparison_vectors,
     default_settings,
@@ -54,8 +55,6 @@ RULE_SCORE = "score"
 
 _DATES = DateComparison("birth_date")
 _DATE_CONTRADICTS = 3  # DateComparison's "else": neither equal nor a typing error
-
-Vector = tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from .comparisons import (
 from .em import (
     EMIteration,
     EMResult,
+    Vector,
     comparison_vectors,
     estimate_u,
     expectation_maximisation,
@@ -66,6 +67,7 @@ __all__ = [
     "comparison_vectors",
     "default_settings",
     "estimate_u",
+    "Vector",
     "expectation_maximisation",
     "field_value",
     "probability_from_weight",

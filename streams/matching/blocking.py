@@ -146,6 +146,16 @@ class CandidatePairs:
         return sum(block.size for block in self.skipped)
 
 
+def rule_blocks(records: Sequence[Any], rule: BlockingRule) -> dict[str, list[int]]:
+    """The indices of ``records`` per block key under ``rule`` (records without a key left out)."""
+    blocks: defaultdict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        key = rule.key(record)
+        if key is not None:
+            blocks[key].append(index)
+    return blocks
+
+
 def candidate_pairs(
     records: Sequence[Any], rules: Iterable[BlockingRule], max_block_size: int = 500
 ) -> CandidatePairs:
@@ -158,13 +168,8 @@ def candidate_pairs(
     """
     result = CandidatePairs(pairs=set())
     for rule in rules:
-        blocks: defaultdict[str, list[int]] = defaultdict(list)
-        for index, record in enumerate(records):
-            key = rule.key(record)
-            if key is not None:
-                blocks[key].append(index)
         generated = 0
-        for members in blocks.values():
+        for members in rule_blocks(records, rule).values():
             size = len(members)
             if size < 2:
                 continue
@@ -199,11 +204,7 @@ class CandidateBlocks:
         self._starts: list[array] = []  # per rule: where each kept block starts in _members (plus the end)
         n = len(records)
         for rule in rules:
-            blocks: defaultdict[str, list[int]] = defaultdict(list)
-            for index, record in enumerate(records):
-                key = rule.key(record)
-                if key is not None:
-                    blocks[key].append(index)
+            blocks = rule_blocks(records, rule)
             block_of = array("i", [-1]) * n
             members = array("i")
             starts = array("q", [0])
