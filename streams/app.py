@@ -40,7 +40,7 @@ from simpul.schemas.wire import ConfluentAvroDecoder, ConfluentAvroEncoder, Sche
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError, RowChange, row_change, value_converters
 from simpul.streams.citizens import CITIZEN, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState
-from simpul.streams.mapping import MappingError, align_databases, load_mapping
+from simpul.streams.mapping import Mapping, MappingError, align_databases, load_mapping
 from simpul.streams.matching import FellegiSunterModel
 
 log = logging.getLogger("simpul.streams")
@@ -69,14 +69,22 @@ def load_model(config: SimpulConfig) -> FellegiSunterModel:
         raise ConfigError(f"processors.estimates: {path} is not a trained model ({type(exc).__name__})") from None
 
 
-def source_topics(config: SimpulConfig, resolver: CitizenResolver) -> list[SourceTopic]:
+def load_resolver_mapping(config: SimpulConfig) -> Mapping:
+    """The configured agency mapping, its MySQL tables qualified by the configured databases."""
+    try:
+        return align_databases(load_mapping(config.mapping_path), config.mysql_databases)
+    except MappingError as exc:
+        raise ConfigError(f"processors.mapping: {exc}") from None
+
+
+def source_topics(config: SimpulConfig, mapping: Mapping) -> list[SourceTopic]:
     """The CDC topics of every mapped or joined table whose source is configured."""
     sources = {s.name: s for s in config.sources}
     topics = []
-    for source_name, table in resolver.tables():
+    for source_name, table in mapping.read_tables():
         source = sources.get(source_name)
         if source is not None and table in source.tables:
-            topics.append(SourceTopic(f"{source.topic_prefix}.{table}", source_name, table, resolver.key_column(source_name, table)))
+            topics.append(SourceTopic(f"{source.topic_prefix}.{table}", source_name, table, mapping.key_column(source_name, table)))
     if not topics:
         raise ConfigError("processors: no mapped table belongs to a configured source (check sources[].tables and the mapping)")
     return topics
@@ -108,10 +116,10 @@ class OutputEncoders:
             self._keys[kind] = registrar.encoder(topic, KEY_SCHEMA, is_key=True)
             self._values[kind] = registrar.encoder(topic, schemas[kind])
 
-    def encode(self, output: Output) -> tuple[str, bytes, bytes | None]:
-        """(topic, key bytes, value bytes or None for a tombstone)."""
+    def encode(self, output: Output) -> tuple[bytes, bytes | None]:
+        """(key bytes, value bytes or None for a tombstone)."""
         value = self._values[output.kind].encode(output.value) if output.value is not None else None
-        return self.topics[output.kind], self._keys[output.kind].encode(output.key), value
+        return self._keys[output.kind].encode(output.key), value
 
 
 ROLES = ("router", "resolver")
@@ -122,18 +130,10 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
     if role not in ROLES:
         raise ConfigError(f"streams: unknown role {role!r} (one of {', '.join(ROLES)})")
     p = config.processors
-    try:
-        mapping = align_databases(load_mapping(config.mapping_path), config.mysql_databases)
-    except MappingError as exc:
-        raise ConfigError(f"processors.mapping: {exc}") from None
-    model = load_model(config)
-    client = registry or SchemaRegistryClient({"url": config.schema_registry.url})
-    registrar = SchemaRegistrar(client)
-    encoders = OutputEncoders(config, registrar)
-    decoder = ConfluentAvroDecoder(lambda schema_id: client.get_schema(schema_id).schema_str)
-    probe = CitizenResolver(mapping, model, ResolverState())
-    inputs = source_topics(config, probe)
+    mapping = load_resolver_mapping(config)
+    inputs = source_topics(config, mapping)
     create_resolver_topics(config, inputs)
+    client = registry or SchemaRegistryClient({"url": config.schema_registry.url})
 
     app_id = p.app_id if role == "resolver" else f"{p.app_id}-router"
     datadir = config.home / "processors" / app_id
@@ -153,12 +153,8 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
         broker_rebalance_timeout=p.session_timeout_s,
         producer_acks=-1,
     )
-    by_topic = {t.topic: t for t in inputs}
-    cdc_topics = app.topic(*by_topic, key_serializer="raw", value_serializer="raw")
     changes = app.topic(p.changes_topic, partitions=1, key_serializer="raw", value_serializer="raw")
     dlq = app.topic(p.dlq_topic, partitions=1, key_serializer="raw", value_serializer="raw")
-    outputs = {kind: app.topic(topic, key_serializer="raw", value_serializer="raw") for kind, topic in encoders.topics.items()}
-    converters: dict[int, dict[str, Callable[[Any], Any]]] = {}
 
     async def dead_letter(stage: str, reason: str, event: Any) -> None:
         message = event.message
@@ -169,6 +165,10 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
         await dlq.send(key=message.key, value=message.value, headers=headers)
 
     if role == "router":
+        by_topic = {t.topic: t for t in inputs}
+        cdc_topics = app.topic(*by_topic, key_serializer="raw", value_serializer="raw")
+        decoder = ConfluentAvroDecoder(lambda schema_id: client.get_schema(schema_id).schema_str)
+        converters: dict[int, dict[str, Callable[[Any], Any]]] = {}
 
         @app.agent(cdc_topics, name="router")
         async def route(stream: Any) -> None:
@@ -190,9 +190,11 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
 
         return app
 
+    encoders = OutputEncoders(config, SchemaRegistrar(client))
+    outputs = {kind: app.topic(topic, key_serializer="raw", value_serializer="raw") for kind, topic in encoders.topics.items()}
     table_options = {"block_cache_size": p.rocksdb_cache_mb * 1024 * 1024}
     tables = {name: app.Table(f"er-{name}", partitions=1, options=table_options) for name in _TABLE_NAMES}
-    resolver = CitizenResolver(mapping, model, ResolverState(**tables))
+    resolver = CitizenResolver(mapping, load_model(config), ResolverState(**tables))
 
     index_built = False
 
@@ -229,7 +231,7 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
             metrics.MERGES.inc(result.merges)
             metrics.SPLITS.inc(result.splits)
             for output in result.outputs:
-                topic, key, value = encoders.encode(output)
+                key, value = encoders.encode(output)
                 metrics.OUTPUTS.labels(output.kind, "upsert" if value is not None else "tombstone").inc()
                 await outputs[output.kind].send(key=key, value=value)
             if change.ts_ms:
@@ -291,7 +293,9 @@ def run_all(config: SimpulConfig, loglevel: str = "warn") -> None:
     from simpul.shutdown import Shutdown
     from simpul.supervisor import Child, Supervisor
 
-    build_app(config, "resolver")  # fail here, with the config's own message, rather than in a child's log
+    # Fail here, with the config's own message, rather than in a child's log.
+    source_topics(config, load_resolver_mapping(config))
+    load_model(config)
     shutdown = Shutdown().install()
     config_file = write_config(config, config.home / "run" / "streams.yaml")
     supervisor = Supervisor([

@@ -119,16 +119,6 @@ class CitizenResolver:
             if t.join is not None:
                 self._children.setdefault((t.source, t.join.table), []).append(t)
 
-    def key_column(self, source: str, table: str) -> str:
-        """The column identifying a row of a mapped or joined table (a joined table's join column)."""
-        mapped = self._mapped.get((source, table))
-        if mapped is not None:
-            return mapped.key
-        children = self._children.get((source, table))
-        if children:
-            return children[0].join.using  # type: ignore[union-attr]
-        raise ChangeError(f"table {source}.{table} is not in the mapping")
-
     def rebuild_index(self) -> int:
         """Recreate the in-memory index from the records' own keys; returns the records read."""
         index: dict[str, list[str]] = {}
@@ -143,10 +133,6 @@ class CitizenResolver:
             members.sort()
         self.state.index = index
         return count
-
-    def tables(self) -> list[tuple[str, str]]:
-        """Every (source, table) whose changes the resolver reads: mapped and joined tables."""
-        return sorted(set(self._mapped) | set(self._children))
 
     # --- applying a change ----------------------------------------------------------------------
 

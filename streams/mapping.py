@@ -147,6 +147,21 @@ class Mapping(_Strict):
                 raise ValueError(f"table {name!r} is mapped twice")
         return self
 
+    def read_tables(self) -> list[tuple[str, str]]:
+        """Every (source, table) whose rows the mapping reads: the mapped tables and the joined ones."""
+        joined = {(t.source, t.join.table) for t in self.tables if t.join is not None}
+        return sorted({(t.source, t.table) for t in self.tables} | joined)
+
+    def key_column(self, source: str, table: str) -> str:
+        """The column identifying a row of a read table: its key, or for a joined table the join column."""
+        for t in self.tables:
+            if (t.source, t.table) == (source, table):
+                return t.key
+        for t in self.tables:
+            if t.join is not None and (t.source, t.join.table) == (source, table):
+                return t.join.using
+        raise MappingError(f"table {source}.{table} is not in the mapping")
+
     def table(self, source: str, table: str) -> TableMapping:
         """The mapping of one table, or a :class:`MappingError` naming what is mapped."""
         for mapped in self.tables:
