@@ -9,12 +9,12 @@ into the agency databases while showing what each stage does; the sinks join it 
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -33,19 +33,19 @@ CHANGES_METRIC = "simpul_changegen_changes_total"
 EVENTS_METRIC = "simpul_cdc_events_total"
 
 
-def scrape_sum(url: str, sample_name: str) -> float | None:
-    """The sum of a metric's samples on a ``/metrics`` page; None while the page does not answer."""
+def scrape_sums(url: str, *sample_names: str) -> dict[str, float] | None:
+    """Per sample name, the sum of its samples on a ``/metrics`` page (one fetch); None while the page does not answer."""
     try:
         with urllib.request.urlopen(url, timeout=1) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError):
         return None
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == sample_name
-    )
+    sums = dict.fromkeys(sample_names, 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in sums:
+                sums[sample.name] += sample.value
+    return sums
 
 
 @dataclass
@@ -100,11 +100,12 @@ class MainJob:
         serve_metrics(self.config.metrics.host, port)
         self.console.print(f"metrics: http://{self.config.metrics.host}:{port}/metrics")
 
-        supervisor = Supervisor(self._connectors())
+        config_file = write_config(self.config, self.config.home / "run" / "simpul.yaml")
+        supervisor = Supervisor(self._connectors(config_file))
         supervisor.start()
         self.console.print(f"CDC connectors: {', '.join(s.name for s in self.config.sources)} (logs in {self.config.home / 'logs'})")
         self._ensure_estimates()
-        processors = Supervisor(self._processors())
+        processors = Supervisor(self._processors(config_file))
         processors.start()
         self.console.print("stream processors: router and resolver (citizens on topic " f"{self.config.processors.citizens_topic})")
 
@@ -126,7 +127,7 @@ class MainJob:
                 supervisor.check()
                 processors.check()
                 events = self._captured()
-                live.update(self._status(ChangeCounts.read(), time.monotonic() - live_started, rate, supervisor, events, previous, processors))
+                live.update(self._status(ChangeCounts.read(), time.monotonic() - live_started, rate, supervisor, events, previous, processors, self._resolved()))
                 previous = events
                 if duration_s is not None and time.monotonic() - started >= duration_s:
                     shutdown.request()
@@ -160,16 +161,9 @@ class MainJob:
             self.console.print(f"[red]the change generator stopped early: {type(failure[0]).__name__}")
             raise SystemExit(1)
 
-    def _connectors(self) -> list[Child]:
-        config_file = write_config(self.config, self.config.home / "run" / "simpul.yaml")
-        return [
-            Child(
-                f"cdc-{source.name}",
-                [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "cdc", "run", "--source", source.name],
-                self.config.home / "logs" / f"cdc-{source.name}.log",
-            )
-            for source in self.config.sources
-        ]
+    def _connectors(self, config_file: Path) -> list[Child]:
+        logs = self.config.home / "logs"
+        return [Child.simpul(f"cdc-{source.name}", config_file, logs, "cdc", "run", "--source", source.name) for source in self.config.sources]
 
     def _ensure_estimates(self) -> None:
         """Train the match model once, on up to 200,000 records of the agency databases."""
@@ -183,37 +177,26 @@ class MainJob:
         resolution, records = train_estimates(self.config, target, limit=200_000)
         self.console.print(f"match model trained on {records:,} records ({resolution.cluster_count:,} citizens): {target}")
 
-    def _processors(self) -> list[Child]:
-        config_file = write_config(self.config, self.config.home / "run" / "simpul.yaml")
-        return [
-            Child(
-                f"streams-{role}",
-                [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "streams", "run", "--role", role],
-                self.config.home / "logs" / f"streams-{role}.log",
-            )
-            for role in ("router", "resolver")
-        ]
+    def _processors(self, config_file: Path) -> list[Child]:
+        logs = self.config.home / "logs"
+        return [Child.simpul(f"streams-{role}", config_file, logs, "streams", "run", "--role", role) for role in ("router", "resolver")]
+
+    _RESOLVER_FIGURES = {
+        "applied": "simpul_resolver_records_in_total", "decisions": "simpul_resolver_decisions_total",
+        "merges": "simpul_resolver_merges_total", "splits": "simpul_resolver_splits_total",
+    }
 
     def _resolved(self) -> dict[str, float]:
-        """What the resolver has done so far (from its own /metrics)."""
+        """What the resolver has done so far (from its own /metrics, one fetch); empty until it answers."""
         url = f"http://{self.config.metrics.host}:{metrics_port(self.config, 'resolver')}/metrics"
-        figures = {}
-        for name, sample in (("applied", "simpul_resolver_records_in_total"), ("decisions", "simpul_resolver_decisions_total"),
-                             ("merges", "simpul_resolver_merges_total"), ("splits", "simpul_resolver_splits_total")):
-            value = scrape_sum(url, sample)
-            if value is not None:
-                figures[name] = value
-        return figures
+        sums = scrape_sums(url, *self._RESOLVER_FIGURES.values())
+        return {name: sums[sample] for name, sample in self._RESOLVER_FIGURES.items()} if sums is not None else {}
 
     @staticmethod
     def _processors_table(processors: Supervisor, resolved: dict[str, float]) -> Table:
         table = Table("processor", "state", "restarts", title="stream processors")
         for child in processors.children:
-            if processors.stopped and child.process is not None:
-                state = f"stopped (exit {child.process.returncode})"
-            else:
-                state = "[green]running" if child.running else "[yellow]restarting" if child.process else "[red]not started"
-            table.add_row(child.name, state, str(child.restarts))
+            table.add_row(child.name, child.state(processors.stopped), str(child.restarts))
         figures = ", ".join(f"{name} {int(value):,}" for name, value in resolved.items()) or "starting"
         table.caption = f"resolver: {figures}"
         return table
@@ -223,31 +206,27 @@ class MainJob:
         captured = {}
         for index, source in enumerate(self.config.sources):
             url = f"http://{self.config.metrics.host}:{metrics_port(self.config, 'cdc', index)}/metrics"
-            total = scrape_sum(url, EVENTS_METRIC)
-            if total is not None:
-                captured[source.name] = total
+            sums = scrape_sums(url, EVENTS_METRIC)
+            if sums is not None:
+                captured[source.name] = sums[EVENTS_METRIC]
         return captured
 
     def _status(
         self, counts: ChangeCounts, elapsed: float, rate: float, supervisor: Supervisor, events: dict[str, float], previous: dict[str, float],
-        processors: Supervisor,
+        processors: Supervisor, resolved: dict[str, float],
     ) -> Group:
         header = f"running {elapsed:.0f}s · {counts.total:,} changes ({counts.total / max(elapsed, 1e-9):.1f}/s of {rate:g}/s asked) · Ctrl-C stops"
         return Group(
-            header, self._connectors_table(supervisor, events, previous), self._processors_table(processors, self._resolved()), self._changes_table(counts)
+            header, self._connectors_table(supervisor, events, previous), self._processors_table(processors, resolved), self._changes_table(counts)
         )
 
     def _connectors_table(self, supervisor: Supervisor, events: dict[str, float], previous: dict[str, float]) -> Table:
         table = Table("connector", "agency", "state", "events", "events/s", "restarts", title="CDC connectors")
         for source, child in zip(self.config.sources, supervisor.children):
-            if supervisor.stopped and child.process is not None:
-                state = f"stopped (exit {child.process.returncode})"
-            else:
-                state = "[green]running" if child.running else "[yellow]restarting" if child.process else "[red]not started"
             total = events.get(source.name)
             per_second = total - previous[source.name] if total is not None and source.name in previous else None
             table.add_row(
-                child.name, source.agency, state,
+                child.name, source.agency, child.state(supervisor.stopped),
                 f"{int(total):,}" if total is not None else "-",
                 f"{per_second:,.0f}" if per_second is not None else "-",
                 str(child.restarts),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,10 +28,21 @@ class Child:
     restart_at: float = 0.0
     exits: list[int] = field(default_factory=list)
 
+    @classmethod
+    def simpul(cls, name: str, config_file: Path, logs: Path, *args: str) -> Child:
+        """``simpul --config <config_file> <args>`` with this interpreter, logging to ``<logs>/<name>.log``."""
+        return cls(name, [sys.executable, "-m", "simpul.cli", "--config", str(config_file), *args], logs / f"{name}.log")
+
     @property
     def running(self) -> bool:
         """Whether the process is alive now."""
         return self.process is not None and self.process.poll() is None
+
+    def state(self, stopped: bool) -> str:
+        """How a status table shows it (rich markup); ``stopped``: its supervisor has stopped it."""
+        if stopped and self.process is not None:
+            return f"stopped (exit {self.process.returncode})"
+        return "[green]running" if self.running else "[yellow]restarting" if self.process else "[red]not started"
 
 
 class Supervisor:

@@ -287,8 +287,6 @@ def run_worker(config: SimpulConfig, role: str, loglevel: str = "warn") -> None:
 
 def run_all(config: SimpulConfig, loglevel: str = "warn") -> None:
     """Run both roles as supervised child processes (restarted if they die) until SIGTERM or SIGINT."""
-    import sys
-
     from simpul.config import write_config
     from simpul.shutdown import Shutdown
     from simpul.supervisor import Child, Supervisor
@@ -298,11 +296,8 @@ def run_all(config: SimpulConfig, loglevel: str = "warn") -> None:
     load_model(config)
     shutdown = Shutdown().install()
     config_file = write_config(config, config.home / "run" / "streams.yaml")
-    supervisor = Supervisor([
-        Child(f"streams-{role}", [sys.executable, "-m", "simpul.cli", "--config", str(config_file), "streams", "run", "--role", role, "--loglevel", loglevel],
-              config.home / "logs" / f"streams-{role}.log")
-        for role in ROLES
-    ])
+    logs = config.home / "logs"
+    supervisor = Supervisor([Child.simpul(f"streams-{role}", config_file, logs, "streams", "run", "--role", role, "--loglevel", loglevel) for role in ROLES])
     supervisor.start()
     while not shutdown.wait(1.0):
         supervisor.check()

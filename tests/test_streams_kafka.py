@@ -28,6 +28,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from simpul.config import SimpulConfig, write_config
 from simpul.er_offline import export_records, read_records
 from simpul.kafka import client_config, create_topics
+from simpul.mainjob import scrape_sums
 from simpul.metrics import metrics_port
 from simpul.seed.city import seed_city
 from simpul.streams.mapping import align_databases, load_mapping
@@ -200,11 +201,8 @@ def _run_until_resolved(config: SimpulConfig, tmp: Path, records: int, kill_at: 
         deadline = time.monotonic() + 120
         applied = 0.0
         while applied < records * kill_at and time.monotonic() < deadline:
-            try:
-                applied = sum(float(line.rsplit(" ", 1)[1]) for line in worker.metrics().splitlines()
-                              if line.startswith("simpul_resolver_records_in_total{"))
-            except OSError:
-                pass  # not serving yet
+            sums = scrape_sums(f"http://127.0.0.1:{metrics_port(worker.config, 'resolver')}/metrics", "simpul_resolver_records_in_total")
+            applied = sums["simpul_resolver_records_in_total"] if sums is not None else 0.0
             time.sleep(0.05)
         assert records * kill_at <= applied < records, f"not killed mid-stream: {applied} of {records} applied"
         worker.kill()
