@@ -46,7 +46,7 @@ from simpul.progress import progress
 from simpul.seed.city import seed_city
 from simpul.stack import LocalStack
 from simpul.streams.evaluation import evaluate, pair_counts
-from simpul.streams.mapping import align_databases, load_mapping
+from simpul.streams.mapping import load_mapping
 from simpul.streams.resolve import resolve
 
 
@@ -132,7 +132,7 @@ def main() -> None:
         watch.close()
 
         records_file = work / "records.jsonl"
-        export_records(config, align_databases(load_mapping(), config.mysql_databases), records_file)
+        export_records(config, load_mapping(), records_file)
         records = read_records(records_file)
         truth = read_truth(work / "truth")
         started = time.perf_counter()

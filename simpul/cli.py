@@ -213,10 +213,10 @@ def er_export(
 ) -> None:
     """Read the configured agency databases through the mapping into canonical records (JSONL)."""
     from simpul.er_offline import export_records
-    from simpul.streams.mapping import align_databases, load_mapping
+    from simpul.streams.mapping import load_mapping
 
     config = _config()
-    counts = export_records(config, align_databases(load_mapping(mapping_file), config.mysql_databases), output, limit)
+    counts = export_records(config, load_mapping(mapping_file), output, limit)
     table = Table("agency table", "records", "quality notes")
     for name, (rows, notes) in counts.items():
         table.add_row(name, f"{rows:,}", ", ".join(f"{code} {n:,}" for code, n in notes.most_common(6)) or "-")

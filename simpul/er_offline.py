@@ -96,8 +96,10 @@ def export_records(
     """Write every mapped table of the configured sources as canonical records (JSONL).
 
     ``limit`` caps the total, shared across tables in proportion to their sizes. Returns per
-    table the records written and how often each quality note occurred.
+    table the records written and how often each quality note occurred. MySQL tables are read
+    from the databases the sources configure (:func:`align_databases`).
     """
+    mapping = align_databases(mapping, config.mysql_databases)
     sources = {s.name: s for s in config.sources}
     tables = [t for t in mapping.tables if t.source in sources and t.table in sources[t.source].tables]
     if not tables:
@@ -227,7 +229,7 @@ def train_estimates(config: SimpulConfig, target: Path, limit: int | None = None
     """Export the agency databases (up to ``limit`` records), resolve them, and write the estimated
     model to ``target`` for the stream processors. Returns the resolution and the record count."""
     records_file = target.parent / "train-records.jsonl"
-    export_records(config, align_databases(load_mapping(config.mapping_path), config.mysql_databases), records_file, limit)
+    export_records(config, load_mapping(config.mapping_path), records_file, limit)
     records = read_records(records_file)
     resolution = resolve(records, model=load_model(settings))
     write_resolution(resolution, records, target.parent / "train-clusters.jsonl", estimates=target)

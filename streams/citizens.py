@@ -31,6 +31,7 @@ issues.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -229,9 +230,8 @@ class CitizenResolver:
             "r": stored["r"] if stored is not None else {},
             "m": stored["m"] if stored is not None else None,
         }
-        records[record_id] = entry
         self._remember(record_id, record)
-        links = self._set_edges(record_id, record, entry, work)
+        links = self._set_edges(record_id, record, entry, work)  # stores the entry
         result.decisions[LINK if links else (REVIEW if entry["r"] else RULE_NEW)] += 1
         work.changed.add(record_id)
         old_notes = set(stored["rec"]["quality_notes"]) if stored is not None else set()
@@ -251,7 +251,6 @@ class CitizenResolver:
         if stored["m"] is not None:
             work.old_masters.add(stored["m"])
         work.seeds.update(stored["l"])
-        work.removed.add(record_id)
         result.outputs.append(Output(LINK, record_id, None))
         for note in stored["rec"]["quality_notes"]:
             result.outputs.append(Output(QUALITY, f"{record_id}|{note}", None))
@@ -525,7 +524,6 @@ class _Work:
     force: bool
     seeds: set[str] = field(default_factory=set)
     changed: set[str] = field(default_factory=set)
-    removed: set[str] = field(default_factory=set)
     old_masters: set[str] = field(default_factory=set)
     reedge: set[str] = field(default_factory=set)
     review_pairs: set[tuple[str, str]] = field(default_factory=set)
@@ -539,21 +537,23 @@ def _pair(a: str, b: str) -> tuple[str, str]:
     return (a, b) if a < b else (b, a)
 
 
-def _index_add(index: MutableMapping[str, Any], key: str, record_id: str) -> list[str]:
-    members = list(index.get(key) or [])
-    if record_id not in members:
-        members.append(record_id)
-        members.sort()
-        index[key] = members
+def _index_add(index: dict[str, list[str]], key: str, record_id: str) -> list[str]:
+    """Add ``record_id`` to the key's sorted members, in place; returns the members."""
+    members = index.setdefault(key, [])
+    position = bisect_left(members, record_id)
+    if position == len(members) or members[position] != record_id:
+        members.insert(position, record_id)
     return members
 
 
-def _index_remove(index: MutableMapping[str, Any], key: str, record_id: str) -> list[str]:
-    members = [m for m in (index.get(key) or []) if m != record_id]
-    if members:
-        index[key] = members
-    elif key in index:
-        del index[key]
+def _index_remove(index: dict[str, list[str]], key: str, record_id: str) -> list[str]:
+    """Remove ``record_id`` from the key's members, in place (a key left empty goes); returns the members."""
+    members = index.get(key, [])
+    position = bisect_left(members, record_id)
+    if position < len(members) and members[position] == record_id:
+        del members[position]
+    if not members:
+        index.pop(key, None)
     return members
 
 

@@ -164,7 +164,7 @@ class PairScorer:
             tf_applies = any(level != NULL_LEVEL and level in tf for level, tf in zip(vector, self._tf_levels))
             reachable = self.model.weight_of_vector(vector) + (self._max_tf_gain if tf_applies else 0.0) >= self._review_weight
             self._reachable[vector] = reachable
-        return self.model.score(a, b) if reachable else None
+        return self.model.score(a, b, vector) if reachable else None
 
 
 def _deterministic_links(records: Sequence[CanonicalRecord]) -> list[tuple[int, int, str]]:

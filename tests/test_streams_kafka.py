@@ -31,7 +31,7 @@ from simpul.kafka import client_config, create_topics
 from simpul.mainjob import scrape_sums
 from simpul.metrics import metrics_port
 from simpul.seed.city import seed_city
-from simpul.streams.mapping import align_databases, load_mapping
+from simpul.streams.mapping import load_mapping
 from simpul.streams.resolve import resolve
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -156,7 +156,7 @@ def city(module_agency_config: SimpulConfig, tmp_path_factory: pytest.TempPathFa
     seed_city(config, CITIZENS, 17, tmp / "truth")
 
     records_file = tmp / "records.jsonl"
-    export_records(config, align_databases(load_mapping(), config.mysql_databases), records_file)
+    export_records(config, load_mapping(), records_file)
     records = read_records(records_file)
     batch = resolve(records)
     (tmp / "estimates.json").write_text(batch.model.to_json(), encoding="utf-8")

@@ -161,27 +161,12 @@ def candidate_pairs(
 ) -> CandidatePairs:
     """Unique pairs of record indices sharing a block key under at least one rule.
 
-    Work is one pass per rule to bucket the records plus the pairs inside each kept block; blocks
-    above ``max_block_size`` records are skipped and listed in the result, so a degenerate key
-    cannot make the run quadratic. ``pairs_per_rule`` counts the pairs each rule generated
+    The pairs of :class:`CandidateBlocks`, gathered in a set; blocks above ``max_block_size``
+    records are skipped and listed in the result, so a degenerate key cannot make the run quadratic. ``pairs_per_rule`` counts the pairs each rule generated
     (before removing pairs already found by an earlier rule).
     """
-    result = CandidatePairs(pairs=set())
-    for rule in rules:
-        generated = 0
-        for members in rule_blocks(records, rule).values():
-            size = len(members)
-            if size < 2:
-                continue
-            if size > max_block_size:
-                result.skipped.append(SkippedBlock(rule.name, size))
-                continue
-            generated += size * (size - 1) // 2
-            for position, i in enumerate(members):
-                for j in members[position + 1 :]:
-                    result.pairs.add((i, j))
-        result.pairs_per_rule[rule.name] = generated
-    return result
+    blocks = CandidateBlocks(records, rules, max_block_size)
+    return CandidatePairs({pair for pairs in blocks for pair in pairs}, blocks.pairs_per_rule, blocks.skipped)
 
 
 class CandidateBlocks:
@@ -198,7 +183,6 @@ class CandidateBlocks:
     def __init__(self, records: Sequence[Any], rules: Iterable[BlockingRule], max_block_size: int = 500) -> None:
         self.pairs_per_rule: dict[str, int] = {}
         self.skipped: list[SkippedBlock] = []
-        self._rules: list[str] = []
         self._block_of: list[array] = []  # per rule: each record's kept block number, -1 for none
         self._members: list[array] = []  # per rule: the kept blocks' members, block after block
         self._starts: list[array] = []  # per rule: where each kept block starts in _members (plus the end)
@@ -224,7 +208,6 @@ class CandidateBlocks:
                 starts.append(len(members))
             del blocks
             self.pairs_per_rule[rule.name] = generated
-            self._rules.append(rule.name)
             self._block_of.append(block_of)
             self._members.append(members)
             self._starts.append(starts)

@@ -168,12 +168,15 @@ class FellegiSunterModel:
             return Outcome.REVIEW
         return Outcome.NEW
 
-    def score(self, a: Any, b: Any) -> MatchScore:
-        """Score a pair of records: weight, probability, outcome and per-comparison contributions."""
+    def score(self, a: Any, b: Any, vector: Sequence[int] | None = None) -> MatchScore:
+        """Score a pair of records: weight, probability, outcome and per-comparison contributions.
+
+        ``vector``: the pair's comparison levels when the caller has them already (see :meth:`vector`).
+        """
         total = self.prior_weight
         contributions = []
         for j, comparison in enumerate(self.comparisons):
-            level = comparison.level(a, b)
+            level = vector[j] if vector is not None else comparison.level(a, b)
             label = comparison.levels[level].label
             if level == NULL_LEVEL:
                 contributions.append(Contribution(comparison.name, level, label, None, None, 0.0))
