@@ -70,6 +70,9 @@ class TableTransform:
         return shaped
 
 
+_NO_RULES = TableTransform({})  # shared: every table without rules gets the same empty, frozen set
+
+
 class ColumnTransforms:
     """All rules of a source, by table (``schema.table`` or ``database.table``)."""
 
@@ -86,4 +89,4 @@ class ColumnTransforms:
 
     def for_table(self, table: str) -> TableTransform:
         """The rules of ``table`` (possibly none)."""
-        return self._tables.get(table, TableTransform({}))
+        return self._tables.get(table, _NO_RULES)

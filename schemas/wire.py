@@ -133,8 +133,8 @@ class ConfluentAvroEncoder:
         self._parsed = fastavro.parse_schema(_schema_object(schema))
         self._tagged = _record_union_fields(self._parsed)
         self._buffer = io.BytesIO()
-        self._buffer.write(HEADER.pack(MAGIC_BYTE, schema_id))
         self._header = HEADER.pack(MAGIC_BYTE, schema_id)
+        self._buffer.write(self._header)
         self._flat = _flat_fields(self._parsed)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:

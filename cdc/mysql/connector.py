@@ -9,9 +9,7 @@ last stored position: events after it may be published again, with the same sour
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from simpul.cdc.errors import ConnectorError
 from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.mysql.binlog import BinlogStreamer
 from simpul.cdc.mysql.events import EventWriter

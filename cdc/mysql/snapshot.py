@@ -84,18 +84,16 @@ def take_snapshot(
     schemas: SchemaCache,
     transforms: ColumnTransforms,
     shutdown: Shutdown,
-    with_data: bool = True,
     batch_rows: int = 2000,
 ) -> BinlogPosition:
     """Read every captured table consistently and publish its rows; the binlog position they match.
 
-    With ``with_data`` False (snapshot mode ``no_data``) only the position is taken.
     Raises :class:`SnapshotInterrupted` if a stop is asked for part-way.
     """
     name = source.name
     started = time.monotonic()
     metrics.SNAPSHOT_RUNNING.labels(name).set(1)
-    metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(source.tables) if with_data else 0)
+    metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(source.tables))
     try:
         with conn.cursor() as cursor:
             cursor.execute("SET SESSION time_zone = '+00:00'")
@@ -110,8 +108,7 @@ def take_snapshot(
             if global_lock:
                 cursor.execute("UNLOCK TABLES")
         log.info("%s: snapshot at %s:%d (gtid %s), %d table(s)", name, position.file, position.pos, position.gtid, len(source.tables))
-        if with_data:
-            _read_tables(conn, source, writer, schemas, transforms, shutdown, infos, position, batch_rows)
+        _read_tables(conn, source, writer, schemas, transforms, shutdown, infos, position, batch_rows)
         conn.commit()
         if not global_lock:
             with conn.cursor() as cursor:

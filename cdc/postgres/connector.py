@@ -51,6 +51,7 @@ from simpul.cdc.postgres.schema import TableSchema, build_table_schema
 from simpul.cdc.publisher import DeadLetter, EventPublisher, IncompatibleSchema
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import SimpulConfig, SourceSettings
+from simpul.databases import connect_postgres
 from simpul.progress import progress
 from simpul.shutdown import Shutdown
 
@@ -125,7 +126,8 @@ class PostgresConnector:
             self.offsets.close()
 
     def _run_connected(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True, application_name=f"simpul-cdc-{self.source.name}") as admin:
+        with connect_postgres(self.source, f"simpul-cdc-{self.source.name}") as admin:
+            admin.autocommit = True
             admin.execute(SESSION_SETTINGS)
             metrics.CONNECTED.labels(self.source.name).set(1)
             for table in catalog.tables_without_full_identity(admin, self.source.tables):
@@ -173,7 +175,7 @@ class PostgresConnector:
         metrics.SNAPSHOT_RUNNING.labels(name).set(1)
         metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(self.source.tables))
         started = time.monotonic()
-        with psycopg.connect(self.dsn, application_name=f"simpul-snapshot-{name}") as conn:
+        with connect_postgres(self.source, f"simpul-snapshot-{name}") as conn:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             conn.execute(SESSION_SETTINGS)

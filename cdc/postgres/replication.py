@@ -19,12 +19,12 @@ from collections.abc import Iterator
 import psycopg
 from psycopg import pq
 
+from simpul.cdc.postgres.events import PG_EPOCH_OFFSET_US
 from simpul.cdc.postgres.pgoutput import format_lsn
 
 _XLOG_HEADER = struct.Struct("!QQq")  # data start, WAL end, send time
 _KEEPALIVE = struct.Struct("!Qqb")  # WAL end, send time, reply requested
 _STATUS = struct.Struct("!cQQQqb")  # 'r', written, flushed, applied, client time, reply requested
-_PG_EPOCH_US = 946_684_800_000_000
 STATUS_EVERY_S = 5.0
 
 
@@ -93,7 +93,7 @@ class ReplicationStream:
         if not (force or self._reply_requested or now - self._last_status >= STATUS_EVERY_S):
             return
         lsn = self.confirmed_lsn
-        message = _STATUS.pack(b"r", lsn, lsn, lsn, time.time_ns() // 1000 - _PG_EPOCH_US, 0)
+        message = _STATUS.pack(b"r", lsn, lsn, lsn, time.time_ns() // 1000 - PG_EPOCH_OFFSET_US, 0)
         if self.pgconn.put_copy_data(message) != 1 or self.pgconn.flush() < 0:
             raise psycopg.OperationalError(f"cannot confirm {format_lsn(lsn)}: {self.pgconn.error_message.decode(errors='replace').strip()}")
         self._last_status, self._reply_requested = now, False

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simpul.cdc.envelope import UNAVAILABLE_VALUE, envelope_schema, field, key_schema, source_schema, value_schema
-from simpul.cdc.postgres.pgoutput import UNCHANGED_TOAST, Column, RawValue, Relation
+from simpul.cdc.postgres.pgoutput import UNCHANGED_TOAST, RawValue, Relation
 from simpul.cdc.postgres.types import NUMERIC_OID, PgType, numeric_type, pg_type
 from simpul.cdc.transforms import TableTransform
 
