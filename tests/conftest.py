@@ -8,6 +8,7 @@ developing; ``make stop`` stops it.
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -40,6 +41,13 @@ def stack_config(test_config: SimpulConfig) -> Iterator[SimpulConfig]:
     yield test_config
     if not os.environ.get("SIMPUL_KEEP_TEST_STACK"):
         stack.down()
+
+
+def free_port() -> int:
+    """A loopback port the kernel says is free now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

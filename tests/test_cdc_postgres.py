@@ -66,9 +66,8 @@ def pg(agency_config: SimpulConfig, unique_name: str) -> tuple[SimpulConfig, Sou
     )
     with psycopg.connect(source.dsn(), autocommit=True) as conn:
         conn.execute(TABLES)
-    yield agency_config.model_copy(update={"sources": [source]}), source
-    with psycopg.connect(source.dsn(), autocommit=True) as conn:
-        conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s", (source.slot_name,))
+    # The slot goes with the database: agency_config drops both.
+    return agency_config.model_copy(update={"sources": [source]}), source
 
 
 @contextmanager

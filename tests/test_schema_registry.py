@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from conftest import free_port
 from simpul.config import SchemaRegistrySettings, SimpulConfig
 from simpul.kafka import create_topics
 from simpul.schemas.registry import RegistryServer, RegistrySettings
@@ -204,12 +204,6 @@ def test_state_skips_unknown_key_types() -> None:
 
 
 # --- the real registry against Kafka ------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def registry_config(config: SimpulConfig, port: int) -> SimpulConfig:

@@ -25,6 +25,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from conftest import free_port
 from simpul.config import SimpulConfig, write_config
 from simpul.er_offline import export_records, read_records
 from simpul.kafka import client_config, create_topics
@@ -38,14 +39,6 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 CITIZENS = 1500
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _with_processors(config: SimpulConfig, name: str, prefix: str | None = None) -> SimpulConfig:
@@ -83,7 +76,7 @@ class Worker:
     """``simpul streams run`` as a child process, with its metrics port."""
 
     def __init__(self, config: SimpulConfig, tmp: Path) -> None:
-        self.config = config.model_copy(update={"metrics": config.metrics.model_copy(update={"port": _free_port() - 6})})
+        self.config = config.model_copy(update={"metrics": config.metrics.model_copy(update={"port": free_port() - 6})})
         self.file = write_config(self.config, tmp / f"{config.processors.app_id}.yaml")
         self.process: subprocess.Popen[bytes] | None = None
 
