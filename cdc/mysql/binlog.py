@@ -142,8 +142,7 @@ class BinlogStreamer:
 
     def _schema(self, table: str, columns: list[Any]) -> TableSchema:
         info = self._info(table)
-        names = {c.name for c in columns}
-        if info is None or not names <= {c.name for c in info.columns}:
+        if info is None or not {c.name for c in columns} <= info.names:
             # A column the catalog has not seen: the table changed since it was read.
             info = self._info(table, refresh=True)
         key = info.key_columns if info else tuple(c.name for c in columns if getattr(c, "is_primary", False))

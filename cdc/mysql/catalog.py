@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from simpul.cdc.mysql.types import MysqlColumn, column_from_binlog, column_from_information_schema
@@ -24,12 +25,17 @@ class TableInfo:
     columns: tuple[MysqlColumn, ...]
     key_columns: tuple[str, ...]
 
-    @property
+    @cached_property
+    def names(self) -> frozenset[str]:
+        """Every column's name."""
+        return frozenset(c.name for c in self.columns)
+
+    @cached_property
     def booleans(self) -> frozenset[str]:
         """Columns declared ``TINYINT(1)``/``BOOL``."""
         return frozenset(c.name for c in self.columns if c.boolean)
 
-    @property
+    @cached_property
     def json_columns(self) -> frozenset[str]:
         """Columns declared ``JSON`` (MariaDB keeps them as checked ``longtext``)."""
         return frozenset(c.name for c in self.columns if c.type_name == "json")

@@ -28,9 +28,9 @@ log = logging.getLogger(__name__)
 class MySqlConnector:
     """One MySQL/MariaDB source captured into Kafka until ``shutdown`` is requested."""
 
-    def __init__(self, config: SimpulConfig, source_name: str, shutdown: Shutdown) -> None:
+    def __init__(self, config: SimpulConfig, source: SourceSettings, shutdown: Shutdown) -> None:
         self.config = config
-        self.source = config.source(source_name)
+        self.source = source
         if self.source.kind != "mysql":
             raise ConfigError(f"sources.{source_name}: expected kind mysql, got {self.source.kind}")
         elsewhere = [t for t in self.source.tables if t.split(".", 1)[0] != self.source.database]
@@ -92,4 +92,4 @@ class MySqlConnector:
 
 def run_mysql_connector(config: SimpulConfig, source: SourceSettings, shutdown: Shutdown) -> None:
     """Entry point of ``simpul cdc run --source NAME`` for a MySQL/MariaDB source."""
-    MySqlConnector(config, source.name, shutdown).run()
+    MySqlConnector(config, source, shutdown).run()

@@ -84,8 +84,8 @@ class EventWriter:
             before = self._record(schema, before_raw, before_none)
             after = self._record(schema, after_raw, after_none)
             key = schema.key_of(after if after is not None else before)  # type: ignore[arg-type]
-            if op == "u" and before is not None and schema.key_of(before) != key:
-                old_key = schema.key_of(before)
+            old_key = schema.key_of(before) if op == "u" and before is not None else key
+            if old_key != key:
                 self._publish(schema, old_key, "d", before, None, where)
                 self._publish(schema, old_key, None, None, None, where)
                 self._publish(schema, key, "c", None, after, where)

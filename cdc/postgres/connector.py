@@ -125,6 +125,13 @@ class PostgresConnector:
             self.publisher.close()
             self.offsets.close()
 
+    def _save_offset(self, lsn: int | None) -> None:
+        """Store that the snapshot is complete, on this slot, and (once known) the confirmed LSN."""
+        offset: dict[str, object] = {"snapshot_completed": True, "slot": self.slot}
+        if lsn is not None:
+            offset.update(lsn=lsn, lsn_text=format_lsn(lsn))
+        self.offsets.save(self.source.offset_key, offset)
+
     def _run_connected(self) -> None:
         with connect_postgres(self.source, f"simpul-cdc-{self.source.name}") as admin:
             admin.autocommit = True
@@ -153,7 +160,7 @@ class PostgresConnector:
             if not exists:
                 self._create_slot(export=False).close()
             if not completed:
-                self.offsets.save(self.source.offset_key, {"snapshot_completed": True, "slot": self.slot})
+                self._save_offset(None)
             return
         catalog.drop_slot(admin, self.slot)
         replication = self._create_slot(export=True)
@@ -204,7 +211,7 @@ class PostgresConnector:
             if held is not None:
                 self._publish_read(*held, lsn, "last")
         self.publisher.flush(300)
-        self.offsets.save(self.source.offset_key, {"snapshot_completed": True, "slot": self.slot, "lsn": lsn, "lsn_text": format_lsn(lsn)})
+        self._save_offset(lsn)
         metrics.SNAPSHOT_RUNNING.labels(name).set(0)
         log.info("%s: snapshot of %d rows done in %.1fs", name, sum(counts.values()), time.monotonic() - started)
 
@@ -258,7 +265,7 @@ class PostgresConnector:
         stream.confirm(confirmed["lsn"])
         now = time.monotonic()
         if now - self.progress.last_saved >= OFFSET_SAVE_EVERY_S:
-            self.offsets.save(self.source.offset_key, {"snapshot_completed": True, "slot": self.slot, "lsn": confirmed["lsn"], "lsn_text": format_lsn(confirmed["lsn"])})
+            self._save_offset(confirmed["lsn"])
             self.progress.last_saved = now
 
     def _handle(self, message: Any, lsn: int, tx: _Transaction, catalog_conn: psycopg.Connection[Any]) -> None:
