@@ -44,9 +44,8 @@ from simpul.streams.matching import (
     candidate_pairs,
     comparison_vectors,
     default_settings,
-    estimate_u,
     expectation_maximisation,
-    sample_random_pairs,
+    prepare_estimation,
 )
 
 RULE_NIK = "nik"
@@ -284,11 +283,7 @@ def _train(
     """Estimate the model on the input: term frequencies, u from random pairs, m by EM per
     training session (see :func:`_m_by_sessions`), the NIK's u given an agreeing birth date, then
     lambda among the candidate pairs."""
-    em = model.settings.em
-    model.build_term_frequencies(records)
-    level_counts = [len(c.levels) - 1 for c in model.comparisons]
-    random_pairs = sample_random_pairs(len(records), em.random_pairs, em.seed)
-    u = estimate_u(comparison_vectors(model.comparisons, records, random_pairs), level_counts)
+    u = prepare_estimation(model, records)
     m, sessions = _m_by_sessions(model, records, u)
     nik, nik_u = _nik_index(model), _nik_u_given_birth_date(model, counted)
     if nik is not None and nik_u is not None:

@@ -29,6 +29,7 @@ from .em import (
     comparison_vectors,
     estimate_u,
     expectation_maximisation,
+    prepare_estimation,
     sample_random_pairs,
     train,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "estimate_u",
     "Vector",
     "expectation_maximisation",
+    "prepare_estimation",
     "field_value",
     "probability_from_weight",
     "sample_random_pairs",

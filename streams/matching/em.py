@@ -180,6 +180,16 @@ def _max_change(a: list[list[float]], b: list[list[float]]) -> float:
     return max((abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)), default=0.0)
 
 
+def prepare_estimation(model: FellegiSunterModel, records: Sequence[Any]) -> list[list[float]]:
+    """The first steps of every estimation: build ``model``'s term-frequency tables from ``records``
+    and return u estimated from ``settings.em.random_pairs`` random pairs of them."""
+    em = model.settings.em
+    model.build_term_frequencies(records)
+    level_counts = [len(c.levels) - 1 for c in model.comparisons]
+    random_pairs = sample_random_pairs(len(records), em.random_pairs, em.seed)
+    return estimate_u(comparison_vectors(model.comparisons, records, random_pairs), level_counts)
+
+
 def train(
     model: FellegiSunterModel, records: Sequence[Any], pairs: Iterable[tuple[int, int]]
 ) -> EMResult:
@@ -189,10 +199,7 @@ def train(
     pairs, runs EM from the model's current m and lambda, and stores the estimates in the model.
     """
     em = model.settings.em
-    model.build_term_frequencies(records)
-    level_counts = [len(c.levels) - 1 for c in model.comparisons]
-    random_pairs = sample_random_pairs(len(records), em.random_pairs, em.seed)
-    u = estimate_u(comparison_vectors(model.comparisons, records, random_pairs), level_counts)
+    u = prepare_estimation(model, records)
     result = expectation_maximisation(
         comparison_vectors(model.comparisons, records, pairs),
         model.m,
