@@ -25,23 +25,20 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from bench.harness import ConnectorProcess, SimpulProcess, TopicWatch, write_results
+from bench.harness import ConnectorProcess, SimpulProcess, TopicReader, TopicWatch, write_results
 from bench.splink_baseline import run_splink
 from simpul.config import SimpulConfig, load_config, load_env_file
 from simpul.databases import copy_sources
 from simpul.er_offline import export_records, read_records, read_truth
-from simpul.kafka import client_config
 from simpul.progress import progress
 from simpul.seed.city import seed_city
 from simpul.stack import LocalStack
@@ -50,8 +47,10 @@ from simpul.streams.mapping import load_mapping
 from simpul.streams.resolve import resolve
 
 
-class LatestLinks:
-    """Reads the links and reviews topics in a thread: each record's latest link, the open reviews."""
+class LatestLinks(TopicReader):
+    """Reads the links and reviews topics: each record's latest link, the open review items."""
+
+    poll_s = 0.1
 
     def __init__(self, config: SimpulConfig) -> None:
         p = config.processors
@@ -59,30 +58,18 @@ class LatestLinks:
         self.links: dict[str, dict[str, Any]] = {}
         self.reviews: dict[str, dict[str, Any]] = {}
         self._deserialize = AvroDeserializer(SchemaRegistryClient({"url": config.schema_registry.url}))
-        self._consumer = Consumer({**client_config(config.kafka), "group.id": f"bench-er-{time.time_ns()}", "auto.offset.reset": "earliest"})
-        self._consumer.subscribe(list(self.topics))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(config, list(self.topics))
+        self.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for message in self._consumer.consume(2_000, 0.1):
-                if message.error() is not None:
-                    continue
-                topic = message.topic()
-                key = self._deserialize(message.key(), SerializationContext(topic, MessageField.KEY))
-                target = self.links if topic == self.topics[0] else self.reviews
-                if message.value() is None:
-                    target.pop(key, None)
-                else:
-                    target[key] = self._deserialize(message.value(), SerializationContext(topic, MessageField.VALUE))
-        self._consumer.close()
-
-    def close(self) -> None:
-        """Stop reading."""
-        self._stop.set()
-        self._thread.join(10)
+    def handle(self, message: Any) -> None:
+        """Keep the latest value per key; a tombstone removes the key."""
+        topic = message.topic()
+        key = self._deserialize(message.key(), SerializationContext(topic, MessageField.KEY))
+        target = self.links if topic == self.topics[0] else self.reviews
+        if message.value() is None:
+            target.pop(key, None)
+        else:
+            target[key] = self._deserialize(message.value(), SerializationContext(topic, MessageField.VALUE))
 
 
 def _figures(clusters: dict[str, str], truth: dict[str, int], links: list[tuple[str, str]], reviews: list[tuple[str, str]]) -> dict[str, Any]:

@@ -96,7 +96,40 @@ class ConnectorProcess(SimpulProcess):
         super().__init__(config, ["cdc", "run", "--source", source.name], {source.dsn_env: source.dsn()})
 
 
-class TopicWatch:
+class TopicReader:
+    """Consumes topics from the start in a thread, handing every message without an error to
+    :meth:`handle`; :meth:`close` stops it."""
+
+    poll_s = 0.05
+
+    def __init__(self, config: SimpulConfig, topics: list[str]) -> None:
+        self._consumer = Consumer({**client_config(config.kafka), "group.id": f"bench-{time.time_ns()}", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+        self._consumer.subscribe(topics)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        """Start consuming (subclasses set their own state up first)."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(2_000, self.poll_s):
+                if message.error() is None:
+                    self.handle(message)
+        self._consumer.close()
+
+    def handle(self, message: Any) -> None:
+        """One consumed message."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop consuming."""
+        self._stop.set()
+        self._thread.join(10)
+
+
+class TopicWatch(TopicReader):
     """Consumes topics in a thread; for every event, the broker's append time minus the source
     commit time (``source.ts_us``): commit-to-Kafka latency, with no consumer delay in it.
 
@@ -108,8 +141,7 @@ class TopicWatch:
         create_topics(client_config(kafka), [NewTopic(t, kafka.partitions, kafka.replication_factor, config={"message.timestamp.type": "LogAppendTime"}) for t in topics])
         registry = SchemaRegistryClient({"url": config.schema_registry.url})
         self._decoder = ConfluentAvroDecoder(lambda schema_id: registry.get_schema(schema_id).schema_str)
-        self._consumer = Consumer({**client_config(kafka), "group.id": f"bench-{time.time_ns()}", "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
-        self._consumer.subscribe(topics)
+        super().__init__(config, topics)
         self.count = 0
         self.last_arrival = time.monotonic()
         self.latencies_ms: list[float] = []
@@ -119,25 +151,20 @@ class TopicWatch:
         # has whole seconds), the benchmark pairs these with the writer's own commit times.
         self.key_field: str | None = None
         self.key_append_ms: dict[Any, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for message in self._consumer.consume(2_000, 0.05):
-                if message.error() is not None or message.value() is None:
-                    continue
-                self.count += 1
-                self.last_arrival = time.monotonic()
-                if self.timed:
-                    event = self._decoder.decode(message.value())
-                    appended_ms = message.timestamp()[1]
-                    self.latencies_ms.append(appended_ms - event["source"]["ts_us"] / 1000)
-                if self.key_field is not None and message.key() is not None:
-                    key = self._decoder.decode(message.key())
-                    self.key_append_ms.setdefault(key[self.key_field], message.timestamp()[1])
-        self._consumer.close()
+    def handle(self, message: Any) -> None:
+        """Count the event; time it (``timed``) and note its key's append time (``key_field``)."""
+        if message.value() is None:
+            return
+        self.count += 1
+        self.last_arrival = time.monotonic()
+        if self.timed:
+            event = self._decoder.decode(message.value())
+            self.latencies_ms.append(message.timestamp()[1] - event["source"]["ts_us"] / 1000)
+        if self.key_field is not None and message.key() is not None:
+            key = self._decoder.decode(message.key())
+            self.key_append_ms.setdefault(key[self.key_field], message.timestamp()[1])
 
     def wait_for(self, count: int, timeout: float, progress: Any = None) -> float:
         """Wait until ``count`` events arrived; the time that took."""
@@ -160,11 +187,6 @@ class TopicWatch:
             if progress is not None:
                 progress.advance(self.count - last)
                 last = self.count
-
-    def close(self) -> None:
-        """Stop consuming."""
-        self._stop.set()
-        self._thread.join(10)
 
 
 def large_transaction(watch: TopicWatch, connector: ConnectorProcess, rows: int, write: Any) -> dict[str, Any]:
