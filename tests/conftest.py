@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,30 @@ def stack_config(test_config: SimpulConfig) -> Iterator[SimpulConfig]:
     yield test_config
     if not os.environ.get("SIMPUL_KEEP_TEST_STACK"):
         stack.down()
+
+
+@contextmanager
+def in_thread(target: Callable[[], None], shutdown: Any, stop_timeout_s: float) -> Iterator[list[BaseException]]:
+    """Run ``target`` in a thread while the block runs (yielding what it has raised so far); then
+    request a stop, require it within ``stop_timeout_s``, and re-raise what the thread raised."""
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield failures
+    finally:
+        shutdown.request()
+        thread.join(stop_timeout_s)
+        assert not thread.is_alive(), f"the connector did not stop within {stop_timeout_s:.0f} s of a stop request"
+    if failures:
+        raise failures[0]
 
 
 def free_port() -> int:

@@ -23,6 +23,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from conftest import in_thread
 from simpul.cdc import metrics
 from simpul.cdc.mysql.connector import run_mysql_connector
 from simpul.cdc.offsets import OffsetStore
@@ -60,24 +61,8 @@ def _sql(source: SourceSettings, *statements: str) -> None:
 def _running(config: SimpulConfig, source: SourceSettings) -> Iterator[Shutdown]:
     """The connector in a thread until the block ends (then a clean stop)."""
     shutdown = Shutdown()
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_mysql_connector(config, source, shutdown)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name=f"connector-{source.name}")
-    thread.start()
-    try:
+    with in_thread(lambda: run_mysql_connector(config, source, shutdown), shutdown, 30):
         yield shutdown
-    finally:
-        shutdown.request()
-        thread.join(30)
-        assert not thread.is_alive(), "connector did not stop within 30 s of a stop request"
-    if errors:
-        raise errors[0]
 
 
 class Reader:

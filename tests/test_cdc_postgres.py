@@ -21,6 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from conftest import in_thread
 from simpul.cdc.postgres.connector import PostgresConnector
 from simpul.cdc.publisher import dead_letter_topic, heartbeat_topic
 from simpul.config import CaptureSettings, SimpulConfig, SourceSettings, write_config
@@ -74,27 +75,11 @@ def pg(agency_config: SimpulConfig, unique_name: str) -> tuple[SimpulConfig, Sou
 def running(config: SimpulConfig, source: SourceSettings) -> Iterator[PostgresConnector]:
     shutdown = Shutdown()
     connector = PostgresConnector(config, source, shutdown)
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            connector.run()
-        except BaseException as exc:
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with in_thread(connector.run, shutdown, 60) as failures:
         connector.streaming.wait(60)
-        if failure:
-            raise failure[0]
+        if failures:
+            raise failures[0]
         yield connector
-    finally:
-        shutdown.request()
-        thread.join(60)
-        assert not thread.is_alive(), "the connector did not stop within 60 s"
-    if failure:
-        raise failure[0]
 
 
 def _values(records):
