@@ -98,7 +98,8 @@ _CONNECT_CONVERTERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
+    """A database value as JSON-safe text or number (decimals, dates and bytes as text)."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, (date, datetime)):
@@ -158,5 +159,5 @@ def row_change(
         values = {}
         for column, value in row.items():
             convert = converters.get(column)
-            values[column] = convert(value) if convert is not None and value is not None else _plain(value)
+            values[column] = convert(value) if convert is not None and value is not None else plain_value(value)
     return RowChange(source, table, str(row[key_column]), op, source_position(block), int(block.get("ts_ms") or 0), values)

@@ -12,7 +12,7 @@ import pytest
 
 from simpul.seed.agencies import TABLES, table_rows
 from simpul.seed.population import generate_population
-from simpul.streams.changes import RowChange, _plain
+from simpul.streams.changes import RowChange, plain_value
 from simpul.streams.citizens import CITIZEN, LINK, QUALITY, CitizenResolver, ResolverState, master_id
 from simpul.streams.mapping import CanonicalRecord, load_mapping, to_canonical
 from simpul.streams.matching import FellegiSunterModel
@@ -28,7 +28,7 @@ def _source_rows(population: Any, seed: int) -> list[tuple[str, str, str, dict[s
     out = []
     for table in TABLES:
         for row, _ in table_rows(table, population, seed):
-            values = {c: _plain(v) for c, v in zip(table.columns, row)}
+            values = {c: plain_value(v) for c, v in zip(table.columns, row)}
             out.append((table.source, table.table, str(row[0]), values))
     return out
 
