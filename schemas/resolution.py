@@ -1,9 +1,16 @@
 """Avro schemas of the resolver's output topics, registered like the CDC topics' (TopicNameStrategy).
 
-All four topics are compacted and keyed by an Avro string: the master id for citizens, the record
-id for links, ``<record a>|<record b>`` for review items, ``<master or record id>|<issue>`` for
-data-quality issues. A null value (tombstone) deletes the key: a citizen merged away, a review
-no longer open, an issue corrected.
+All output topics are compacted and keyed by an Avro string: the master id for citizens, the
+record id for links and for feedback, ``<record a>|<record b>`` for review items,
+``<master or record id>|<issue>`` for data-quality issues. A null value (tombstone) deletes the
+key: a citizen merged away, a record deleted at its source, a review no longer open, an issue
+corrected.
+
+Feedback (:data:`FEEDBACK_SCHEMA`) is one topic per agency (``sources[].feedback``): for each
+record the agency holds, its master id, its life status, and the verified golden fields the
+agency may see; a field outside the agency's scope is always null, whatever the golden record
+holds. ``verified_from`` names the source of each delivered field, and ``updated_ms`` is the
+citizen's latest source change, so a consumer can measure the end-to-end delay.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 KEY_SCHEMA = "\"string\""  # the Avro primitive, as schema text
+# Every output message carries the source commit time (epoch ms) of the change that caused it in
+# this header, so a sink can measure end-to-end latency without a field in every schema.
+SOURCE_TS_HEADER = "source_ts_ms"
 
 
 
@@ -96,5 +106,34 @@ QUALITY_SCHEMA: dict[str, Any] = {
         _optional("master_id"),
         {"name": "record_ids", "type": {"type": "array", "items": "string"}},
         {"name": "detected_ms", "type": "long"},
+    ],
+}
+
+FEEDBACK_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "CitizenFeedback",
+    "namespace": "simpul.resolver",
+    "doc": "What an agency hears back about one of its records: master id, life status, and the golden fields it may see.",
+    "fields": [
+        {"name": "record_id", "type": "string", "doc": "source:table:key, as in the link topic."},
+        {"name": "table", "type": "string"},
+        {"name": "record_key", "type": "string"},
+        {"name": "master_id", "type": "string"},
+        _optional("nik"),
+        _optional("name"),
+        _optional("titles", {"type": "array", "items": "string"}),
+        _optional("birth_date", doc="ISO date"),
+        _optional("birth_place"),
+        _optional("sex", doc="L or P"),
+        _optional("street"),
+        _optional("rt"),
+        _optional("rw"),
+        _optional("kelurahan"),
+        _optional("kecamatan"),
+        _optional("kk"),
+        _optional("phone"),
+        _optional("deceased", "boolean", "Life status, delivered to every agency; null when no trusted source says."),
+        {"name": "verified_from", "type": {"type": "map", "values": "string"}, "doc": "Delivered field to the source that gave it."},
+        {"name": "updated_ms", "type": "long", "doc": "The citizen's latest source change among its members (epoch ms)."},
     ],
 }

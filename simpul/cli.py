@@ -26,6 +26,8 @@ registry_app = typer.Typer(no_args_is_help=True, help="Simpul's own Confluent-co
 cdc_app = typer.Typer(no_args_is_help=True, help="Change-data capture from agency databases into Kafka.")
 streams_app = typer.Typer(no_args_is_help=True, help="The stream processors: agency changes to golden citizen records.")
 er_app = typer.Typer(no_args_is_help=True, help="Entity resolution offline: export canonical records, resolve, evaluate.")
+sink_app = typer.Typer(no_args_is_help=True, help="The sinks: the master citizen index and the write-back to agencies.")
+api_app = typer.Typer(no_args_is_help=True, help="The lookup API over the master citizen index.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(seed_app, name="seed")
 app.add_typer(config_app, name="config")
@@ -33,6 +35,8 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(cdc_app, name="cdc")
 app.add_typer(streams_app, name="streams")
 app.add_typer(er_app, name="er")
+app.add_typer(sink_app, name="sink")
+app.add_typer(api_app, name="api")
 
 err = Console(stderr=True)
 out = Console()
@@ -292,6 +296,24 @@ def streams_run(
         run_all(_config(), loglevel)
     else:
         run_worker(_config(), role, loglevel)
+
+
+@sink_app.command("run")
+def sink_run(which: Annotated[str, typer.Argument(help="master-index or writeback.")]) -> None:
+    """Run a sink until stopped: each batch commits in one transaction with the offsets it consumed."""
+    from simpul.shutdown import Shutdown
+    from simpul.sinks.service import run_sink
+
+    run_sink(_config(), which, Shutdown().install())
+
+
+@api_app.command("run")
+def api_run() -> None:
+    """Serve the lookup API on api.host:api.port until stopped."""
+    from simpul.api.server import run_api
+    from simpul.shutdown import Shutdown
+
+    run_api(_config(), Shutdown().install())
 
 
 @er_app.command("evaluate")

@@ -67,6 +67,13 @@ class LocalMariaDB(_Section):
     password_env: str = Field("SIMPUL_MARIADB_PASSWORD", pattern=_ENV_NAME)
 
 
+class LocalPrometheus(_Section):
+    """A Prometheus server scraping every component's metrics port and evaluating Simpul's alert rules."""
+
+    port: int = Field(19090, ge=1024, le=65535, description="Loopback port of Prometheus's web UI and API.")
+    scrape_interval_s: float = Field(5, gt=0, le=300, description="How often targets are scraped and rules evaluated.")
+
+
 class StackSettings(_Section):
     """Where and on which loopback ports the local stack runs."""
 
@@ -74,6 +81,7 @@ class StackSettings(_Section):
     kafka: LocalKafka = LocalKafka()
     postgres: LocalPostgres = LocalPostgres()
     mariadb: LocalMariaDB = LocalMariaDB()
+    prometheus: LocalPrometheus = LocalPrometheus()
 
 
 # --- the pipeline --------------------------------------------------------------------------------
@@ -134,6 +142,33 @@ class CaptureSettings(_Section):
     columns: list[ColumnRule] = Field(default_factory=list)
 
 
+FeedbackField = Literal[
+    "nik", "name", "titles", "birth_date", "birth_place", "sex", "street", "rt", "rw", "kelurahan", "kecamatan", "kk", "phone",
+]
+
+
+class FeedbackSettings(_Section):
+    """What an agency hears back for each of its records (purpose limitation: only what it may see).
+
+    Every record gets its master id and life status; ``fields`` adds the verified golden fields
+    this agency is allowed to see. ``write_back`` and ``table`` are for the sink that writes the
+    feedback into the agency's own database.
+    """
+
+    fields: list[FeedbackField] = Field(default_factory=list, description="Golden fields the agency may see.")
+    topic: str | None = Field(None, pattern=r"^[a-zA-Z0-9._\-]+$", description="Feedback topic (default simpul.feedback.<source>).")
+    write_back: bool = Field(False, description="Write the feedback into a table of the agency database.")
+    table: str = Field("simpul_citizen_ref", pattern=_IDENTIFIER, description="The write-back table.")
+
+    @field_validator("fields")
+    @classmethod
+    def _each_field_once(cls, fields: list[str]) -> list[str]:
+        twice = sorted({f for f in fields if fields.count(f) > 1})
+        if twice:
+            raise ValueError(f"listed twice: {', '.join(twice)}")
+        return fields
+
+
 class SourceSettings(_Section):
     """One agency database captured by a CDC connector."""
 
@@ -145,6 +180,7 @@ class SourceSettings(_Section):
     topic_prefix: str = Field(pattern=r"^[a-zA-Z0-9_\-]+$")
     tables: list[str] = Field(min_length=1)
     capture: CaptureSettings = CaptureSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
 
     @property
     def offset_key(self) -> str:
@@ -165,6 +201,11 @@ class SourceSettings(_Section):
     def server_id(self) -> int:
         """The server id this source's MySQL connector replicates as (stable per name)."""
         return self.capture.server_id or 5400 + zlib.crc32(self.name.encode()) % 100_000
+
+    @property
+    def feedback_topic(self) -> str:
+        """The compacted topic of what this agency hears back, keyed by its record ids."""
+        return self.feedback.topic or f"simpul.feedback.{self.name}"
 
     @field_validator("tables")
     @classmethod
@@ -218,9 +259,35 @@ class MasterIndexSettings(_Section):
 
 
 class SinkSettings(_Section):
-    """Where the results go."""
+    """Where the results go, and how the sinks batch."""
 
     master_index: MasterIndexSettings = MasterIndexSettings()
+    batch_size: int = Field(5000, ge=1, le=100_000, description="Messages per database transaction, at most.")
+    consumer_prefix: str = Field("simpul-sink", pattern=r"^[a-zA-Z0-9_\-]+$", description="Consumer group (and offsets) name prefix.")
+
+
+class ApiClient(_Section):
+    """An agency allowed to call the lookup API: its key (from the environment) and field scope."""
+
+    agency: str = Field(pattern=_IDENTIFIER)
+    key_env: str = Field(pattern=_ENV_NAME, description="Environment variable holding this agency's API key.")
+    fields: list[FeedbackField] = Field(default_factory=list, description="Golden fields this agency may read (master id and life status always).")
+
+
+class ApiSettings(_Section):
+    """The lookup API over the master index."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(18088, ge=1024, le=65535)
+    clients: list[ApiClient] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_agencies(self) -> "ApiSettings":
+        names = [client.agency for client in self.clients]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"clients: the agency {twice[0]!r} is listed twice")
+        return self
 
 
 class MetricsSettings(_Section):
@@ -251,6 +318,7 @@ class SimpulConfig(BaseSettings):
     sources: list[SourceSettings] = Field(default_factory=list)
     processors: ProcessorSettings = ProcessorSettings()
     sinks: SinkSettings = SinkSettings()
+    api: ApiSettings = ApiSettings()
     metrics: MetricsSettings = MetricsSettings()
     seed: SeedSettings = SeedSettings()
     base_dir: Path = Field(Path("."), exclude=True, description="Folder of the config file; relative paths start here.")

@@ -20,6 +20,7 @@ COMPONENT_PORT_OFFSETS: dict[str, int] = {
     "sink": 4,
     "api": 5,
     "router": 6,
+    "writeback": 7,
 }
 CDC_PORT_OFFSET = 10
 

@@ -5,7 +5,8 @@
   It keeps no state, so it scales with the CDC topics' partitions.
 - **resolver** applies the row changes in order to :class:`CitizenResolver`, whose stores are
   durable Faust tables (``rocksdb://``, backed by compacted changelog topics), and writes the
-  citizens, links, review items and data-quality issues (Avro, registered) to compacted topics.
+  citizens, links, review items and data-quality issues (Avro, registered) to compacted topics,
+  and to each agency's feedback topic what it may hear back about its records.
   The citizen graph is one consistent whole, so the resolver reads one partition; the comparison
   work is near-linear (blocking) and a worker restarts from its local store, not from history.
 
@@ -35,11 +36,11 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from simpul.config import ConfigError, SimpulConfig
 from simpul.kafka import client_config, create_topics
-from simpul.schemas.resolution import CITIZEN_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA
-from simpul.schemas.wire import ConfluentAvroDecoder, ConfluentAvroEncoder, SchemaRegistrar, WireFormatError
+from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
+from simpul.schemas.wire import ConfluentAvroDecoder, SchemaRegistrar, WireFormatError
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError, RowChange, row_change, value_converters
-from simpul.streams.citizens import CITIZEN, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState
+from simpul.streams.citizens import CITIZEN, FEEDBACK, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState, record_source
 from simpul.streams.mapping import Mapping, MappingError, align_databases, load_mapping
 from simpul.streams.matching import FellegiSunterModel
 
@@ -90,6 +91,11 @@ def source_topics(config: SimpulConfig, mapping: Mapping) -> list[SourceTopic]:
     return topics
 
 
+def feedback_scopes(config: SimpulConfig) -> dict[str, frozenset[str]]:
+    """Source name to the golden fields its agency may hear back (every configured source has one)."""
+    return {s.name: frozenset(s.feedback.fields) for s in config.sources}
+
+
 def create_resolver_topics(config: SimpulConfig, topics: list[SourceTopic]) -> None:
     """Create the topics the processors read and write, so nothing relies on broker auto-creation."""
     kafka, p = config.kafka, config.processors
@@ -99,27 +105,37 @@ def create_resolver_topics(config: SimpulConfig, topics: list[SourceTopic]) -> N
         [NewTopic(t.topic, kafka.partitions, kafka.replication_factor) for t in topics]
         + [NewTopic(p.changes_topic, 1, kafka.replication_factor), NewTopic(p.dlq_topic, 1, kafka.replication_factor)]
         + [NewTopic(name, kafka.partitions, kafka.replication_factor, config=compacted)
-           for name in (p.citizens_topic, p.links_topic, p.reviews_topic, p.quality_topic)],
+           for name in (p.citizens_topic, p.links_topic, p.reviews_topic, p.quality_topic, *(s.feedback_topic for s in config.sources))],
     )
 
 
 class OutputEncoders:
-    """Avro encoders of the four outputs' keys and values, schemas registered once at start."""
+    """Avro encoders of every output topic's keys and values, schemas registered once at start."""
 
     def __init__(self, config: SimpulConfig, registrar: SchemaRegistrar) -> None:
         p = config.processors
-        self.topics = {CITIZEN: p.citizens_topic, LINK: p.links_topic, REVIEW: p.reviews_topic, QUALITY: p.quality_topic}
-        schemas = {CITIZEN: CITIZEN_SCHEMA, LINK: LINK_SCHEMA, REVIEW: REVIEW_SCHEMA, QUALITY: QUALITY_SCHEMA}
-        self._keys: dict[str, ConfluentAvroEncoder] = {}
-        self._values: dict[str, ConfluentAvroEncoder] = {}
-        for kind, topic in self.topics.items():
-            self._keys[kind] = registrar.encoder(topic, KEY_SCHEMA, is_key=True)
-            self._values[kind] = registrar.encoder(topic, schemas[kind])
+        self._by_kind = {CITIZEN: p.citizens_topic, LINK: p.links_topic, REVIEW: p.reviews_topic, QUALITY: p.quality_topic}
+        self._feedback = {s.name: s.feedback_topic for s in config.sources}
+        schemas = {
+            p.citizens_topic: CITIZEN_SCHEMA, p.links_topic: LINK_SCHEMA, p.reviews_topic: REVIEW_SCHEMA, p.quality_topic: QUALITY_SCHEMA,
+            **{topic: FEEDBACK_SCHEMA for topic in self._feedback.values()},
+        }
+        self.topics = list(schemas)
+        self._keys = {topic: registrar.encoder(topic, KEY_SCHEMA, is_key=True) for topic in self.topics}
+        self._values = {topic: registrar.encoder(topic, schema) for topic, schema in schemas.items()}
 
-    def encode(self, output: Output) -> tuple[bytes, bytes | None]:
-        """(key bytes, value bytes or None for a tombstone)."""
-        value = self._values[output.kind].encode(output.value) if output.value is not None else None
-        return self._keys[output.kind].encode(output.key), value
+    def topic(self, output: Output) -> str:
+        """The topic an output goes to: its kind's, or for feedback the feedback topic of the record's source."""
+        if output.kind == FEEDBACK:
+            # The key is the record id, which a tombstone carries too (its value does not).
+            return self._feedback[record_source(output.key)]
+        return self._by_kind[output.kind]
+
+    def encode(self, output: Output) -> tuple[str, bytes, bytes | None]:
+        """(topic, key bytes, value bytes or None for a tombstone)."""
+        topic = self.topic(output)
+        value = self._values[topic].encode(output.value) if output.value is not None else None
+        return topic, self._keys[topic].encode(output.key), value
 
 
 ROLES = ("router", "resolver")
@@ -191,10 +207,10 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
         return app
 
     encoders = OutputEncoders(config, SchemaRegistrar(client))
-    outputs = {kind: app.topic(topic, key_serializer="raw", value_serializer="raw") for kind, topic in encoders.topics.items()}
+    outputs = {topic: app.topic(topic, key_serializer="raw", value_serializer="raw") for topic in encoders.topics}
     table_options = {"block_cache_size": p.rocksdb_cache_mb * 1024 * 1024}
     tables = {name: app.Table(f"er-{name}", partitions=1, options=table_options) for name in _TABLE_NAMES}
-    resolver = CitizenResolver(mapping, load_model(config), ResolverState(**tables))
+    resolver = CitizenResolver(mapping, load_model(config), ResolverState(**tables), feedback_scopes=feedback_scopes(config))
 
     index_built = False
 
@@ -230,10 +246,11 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
                 metrics.DECISIONS.labels(outcome).inc(n)
             metrics.MERGES.inc(result.merges)
             metrics.SPLITS.inc(result.splits)
+            headers = {SOURCE_TS_HEADER: str(change.ts_ms).encode()}
             for output in result.outputs:
-                key, value = encoders.encode(output)
+                topic, key, value = encoders.encode(output)
                 metrics.OUTPUTS.labels(output.kind, "upsert" if value is not None else "tombstone").inc()
-                await outputs[output.kind].send(key=key, value=value)
+                await outputs[topic].send(key=key, value=value, headers=headers)
             if change.ts_ms:
                 metrics.SOURCE_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - change.ts_ms / 1000))
 

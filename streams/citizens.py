@@ -23,16 +23,18 @@ durable Faust tables in the worker) and applies one :class:`RowChange` at a time
    (earliest source timestamp, then record id): updates keep it, a merge keeps the older citizen's
    id, and a split leaves it with the part holding the anchor. Ids are hashes, never NIKs.
 
-Outputs are messages for four compacted topics (value None deletes a key): golden citizens with
-lineage, links (record to citizen with the deciding score), open review pairs, and data-quality
-issues.
+Outputs are messages for compacted topics (value None deletes a key): golden citizens with
+lineage, links (record to citizen with the deciding score), open review pairs, data-quality
+issues, and feedback: for each record of an agency with a feedback scope, its master id, life
+status and the golden fields that agency may see (:func:`feedback_value`), sent again whenever
+its citizen's message is.
 """
 
 from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, abc
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -42,15 +44,18 @@ from simpul.streams.changes import ChangeError, RowChange
 from simpul.streams.mapping import CanonicalRecord, Mapping, TableMapping, to_canonical
 from simpul.streams.matching import FellegiSunterModel, MatchScore, Outcome
 from simpul.streams.resolve import RULE_KK_NAME, RULE_NIK, RULE_SCORE, PairScorer, deterministic_rule
-from simpul.streams.survivorship import Member, Survivorship, SurvivorshipSettings
+from simpul.streams.survivorship import GOLDEN_FIELDS, Member, Survivorship, SurvivorshipSettings
 
-CITIZEN, LINK, REVIEW, QUALITY = "citizen", "link", "review", "quality"
+CITIZEN, LINK, REVIEW, QUALITY, FEEDBACK = "citizen", "link", "review", "quality", "feedback"
 RULE_NEW = "new"
 
 _SEP = "\x1f"
 _BLOCK, _NIK, _KK_NAME, _JOIN = "b", "n", "k", "j"
 _RULE_STRENGTH = {RULE_NIK: 3, RULE_KK_NAME: 2, RULE_SCORE: 1}
 _DEFAULT_SURVIVORSHIP = SurvivorshipSettings(default_sources=["disdukcapil"])
+
+# The golden fields a feedback scope can grant; life status is not among them, every agency gets it.
+FEEDBACK_FIELDS: tuple[str, ...] = tuple(f for f in GOLDEN_FIELDS if f != "deceased")
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,46 @@ def master_id(anchor_record_id: str) -> str:
     return "C" + hashlib.blake2b(anchor_record_id.encode(), digest_size=10).hexdigest()
 
 
+def record_source(record_id: str) -> str:
+    """The source a record id (``source:table:key``) belongs to."""
+    return record_id.split(":", 1)[0]
+
+
+def feedback_value(citizen: abc.Mapping[str, Any], record_id: str, record: abc.Mapping[str, Any], scope: abc.Set[str]) -> dict[str, Any]:
+    """What the agency holding ``record`` hears back about it from its citizen's message.
+
+    Fields outside ``scope`` are null whatever the golden record holds; life status is always
+    delivered; ``verified_from`` names the source of each delivered field only, so lineage
+    says nothing about the fields the agency may not see.
+    """
+    lineage = citizen["lineage"]
+    delivered = [name for name in FEEDBACK_FIELDS if name in scope] + ["deceased"]
+    return {
+        "record_id": record_id,
+        "table": record["table"],
+        "record_key": record["record_key"],
+        "master_id": citizen["master_id"],
+        **{name: citizen[name] if name in scope else None for name in FEEDBACK_FIELDS},
+        "deceased": citizen["deceased"],
+        "verified_from": {name: record_source(lineage[name]) for name in delivered if name in lineage},
+        "updated_ms": citizen["updated_ms"],
+    }
+
+
 class CitizenResolver:
     """Applies row changes to the citizen graph (see the module docstring)."""
 
     def __init__(
-        self, mapping: Mapping, model: FellegiSunterModel, state: ResolverState, today: date | None = None, cache_size: int = 300_000
+        self,
+        mapping: Mapping,
+        model: FellegiSunterModel,
+        state: ResolverState,
+        today: date | None = None,
+        cache_size: int = 300_000,
+        feedback_scopes: abc.Mapping[str, frozenset[str]] | None = None,
     ) -> None:
+        """``feedback_scopes``: source name to the golden fields its agency may see; a source
+        missing from it gets no feedback."""
         self.mapping = mapping
         self.model = model
         self.state = state
@@ -113,6 +152,7 @@ class CitizenResolver:
         # its blocks, and a store read plus parsing costs more than the comparison itself.
         self._parsed: OrderedDict[str, CanonicalRecord] = OrderedDict()
         self.cache_size = cache_size
+        self.feedback_scopes = dict(feedback_scopes or {})
         self._aid_tables = set(mapping.quality.aid_tables)
         self._mapped = {(t.source, t.table): t for t in mapping.tables}
         self._children: dict[tuple[str, str], list[TableMapping]] = {}
@@ -252,6 +292,8 @@ class CitizenResolver:
             work.old_masters.add(stored["m"])
         work.seeds.update(stored["l"])
         result.outputs.append(Output(LINK, record_id, None))
+        if stored["rec"]["source"] in self.feedback_scopes:
+            result.outputs.append(Output(FEEDBACK, record_id, None))
         for note in stored["rec"]["quality_notes"]:
             result.outputs.append(Output(QUALITY, f"{record_id}|{note}", None))
 
@@ -487,6 +529,12 @@ class CitizenResolver:
         old_issues = set(stored["issues"]) if stored is not None else set()
         self.state.citizens[master] = {"members": members, "value": value, "issues": sorted(issues)}
         result.outputs.append(Output(CITIZEN, master, value))
+        # Feedback is a function of the citizen's message and the member, so it changes only when that message does.
+        for record_id in members:
+            record = entries[record_id]["rec"]
+            scope = self.feedback_scopes.get(record["source"])
+            if scope is not None:
+                result.outputs.append(Output(FEEDBACK, record_id, feedback_value(value, record_id, record, scope)))
         for kind in sorted(old_issues - set(issues)):
             result.outputs.append(Output(QUALITY, f"{master}|{kind}", None))
         for kind, record_ids in sorted(issues.items()):

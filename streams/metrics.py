@@ -17,7 +17,7 @@ SKIPPED = Counter(
     ["reason"],
 )
 DEAD_LETTERS = Counter(metric_name("streams", "dead_letters_total"), "Events set aside on the dead-letter topic, by stage and reason.", ["stage", "reason"])
-OUTPUTS = Counter(metric_name("resolver", "outputs_total"), "Messages written, by output (citizen, link, review, quality) and kind (upsert, tombstone).", ["output", "kind"])
+OUTPUTS = Counter(metric_name("resolver", "outputs_total"), "Messages written, by output (citizen, link, review, quality, feedback) and kind (upsert, tombstone).", ["output", "kind"])
 APPLY_SECONDS = Histogram(
     metric_name("resolver", "apply", "seconds"),
     "Time to apply one row change (compare, cluster, survivorship).",

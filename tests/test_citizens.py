@@ -1,25 +1,37 @@
 """The incremental resolver on plain dicts: same citizens as the batch twin, in any order, through
-repeats and stale replays; updates and deletes move, merge and split citizens."""
+repeats and stale replays; updates and deletes move, merge and split citizens; each agency hears
+back about its records only what its feedback scope allows."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
 from datetime import date
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
+import fastavro
 import pytest
 
+from simpul.config import FeedbackField, load_config
+from simpul.schemas.resolution import FEEDBACK_SCHEMA
+from simpul.schemas.wire import SchemaRegistrar
 from simpul.seed.agencies import TABLES, table_rows
 from simpul.seed.population import generate_population
+from simpul.streams.app import OutputEncoders
 from simpul.streams.changes import RowChange, plain_value
-from simpul.streams.citizens import CITIZEN, LINK, QUALITY, CitizenResolver, ResolverState, master_id
+from simpul.streams.citizens import (
+    CITIZEN, FEEDBACK, FEEDBACK_FIELDS, LINK, QUALITY, CitizenResolver, Output, ResolverState, feedback_value, master_id,
+)
 from simpul.streams.mapping import CanonicalRecord, load_mapping, to_canonical
 from simpul.streams.matching import FellegiSunterModel
 from simpul.streams.resolve import resolve
 
 TODAY = date(2026, 11, 1)
 MAPPING = load_mapping()
+# The shipped scopes: what the demo promises each agency is what these tests check.
+SHIPPED = Path(__file__).resolve().parents[1] / "simpul.yaml"
+SCOPES = {s.name: frozenset(s.feedback.fields) for s in load_config(SHIPPED).sources}
 _TABLES = {t.table: t for t in TABLES}
 
 
@@ -58,7 +70,7 @@ def city() -> tuple[list[RowChange], FellegiSunterModel, dict[str, str]]:
 
 
 def _run(changes: list[RowChange], model: FellegiSunterModel) -> tuple[CitizenResolver, list[Any]]:
-    resolver = CitizenResolver(MAPPING, model, ResolverState(), today=TODAY)
+    resolver = CitizenResolver(MAPPING, model, ResolverState(), today=TODAY, feedback_scopes=SCOPES)
     results = [resolver.apply(change) for change in changes]
     return resolver, results
 
@@ -72,6 +84,23 @@ def _groups(mapping: dict[str, str]) -> set[frozenset[str]]:
 
 def _masters(resolver: CitizenResolver) -> dict[str, str]:
     return {record_id: entry["m"] for record_id, entry in resolver.state.records.items()}
+
+
+def _latest(outputs: list[Output], kind: str) -> dict[str, Any]:
+    """What a compacted topic of this kind holds after these messages: the last value per key."""
+    latest: dict[str, Any] = {}
+    for output in outputs:
+        if output.kind != kind:
+            continue
+        if output.value is None:
+            latest.pop(output.key, None)
+        else:
+            latest[output.key] = output.value
+    return latest
+
+
+def _all_outputs(results: list[Any]) -> list[Output]:
+    return [output for result in results for output in result.outputs]
 
 
 def test_streaming_citizens_equal_the_batch_twin(city: Any) -> None:
@@ -89,7 +118,7 @@ def test_streaming_citizens_equal_the_batch_twin(city: Any) -> None:
 
 def test_any_order_with_repeats_and_stale_replays_gives_the_same_citizens_and_ids(city: Any) -> None:
     changes, model, _ = city
-    reference, _ = _run(changes, model)
+    reference, reference_results = _run(changes, model)
     rng = random.Random(8)
     shuffled = changes[:]
     rng.shuffle(shuffled)
@@ -103,6 +132,7 @@ def test_any_order_with_repeats_and_stale_replays_gives_the_same_citizens_and_id
     assert sum(r.repeated for r in results) > 0
     assert _masters(resolver) == _masters(reference)
     assert {m: c["value"] for m, c in resolver.state.citizens.items()} == {m: c["value"] for m, c in reference.state.citizens.items()}
+    assert _latest(_all_outputs(results), FEEDBACK) == _latest(_all_outputs(reference_results), FEEDBACK)
 
 
 def _penduduk(nik: str, name: str, born: str, sex: str = "LAKI-LAKI", kk: str = "3673010101100001") -> dict[str, Any]:
@@ -130,7 +160,7 @@ class _Feed:
 
 @pytest.fixture()
 def feed(city: Any) -> _Feed:
-    return _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), today=TODAY))
+    return _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), today=TODAY, feedback_scopes=SCOPES))
 
 
 PD = ("disdukcapil", "public.penduduk")
@@ -229,3 +259,148 @@ def test_an_index_rebuilt_from_the_records_continues_like_the_original(city: Any
     for change in changes[half:]:
         restarted.apply(change)
     assert _masters(restarted) == _masters(reference)
+
+
+# --- feedback to the agencies ---------------------------------------------------------------------
+
+_CITIZEN = {
+    "master_id": "C1", "anchor_record_id": "disdukcapil:public.penduduk:1", "members": ["disdukcapil:public.penduduk:1", "dinkes:public.pasien:RM1"],
+    "nik": NIK_A, "name": "SUGENG SANTOSO", "titles": ["H."], "birth_date": "1984-04-11", "birth_place": "SERANG", "sex": "L",
+    "street": "KP. BENGGALA", "rt": "001", "rw": "002", "kelurahan": "Unyur", "kecamatan": "Serang", "kk": "3673010101100001",
+    "phone": "6281234567890", "deceased": True,
+    "lineage": {**{f: "disdukcapil:public.penduduk:1" for f in FEEDBACK_FIELDS if f != "phone"},
+                "phone": "dinkes:public.pasien:RM1", "deceased": "disdukcapil:public.penduduk:1"},
+    "updated_ms": 1_700_000_000_123,
+}
+
+
+def test_feedback_value_carries_the_scope_life_status_and_lineage_of_delivered_fields_only() -> None:
+    record = {"source": "dinsos", "table": "bansos.anggota_penerima", "record_key": "9"}
+    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset({"nik", "name", "kk"}))
+    assert value["record_id"] == "dinsos:bansos.anggota_penerima:9" and value["table"] == "bansos.anggota_penerima" and value["record_key"] == "9"
+    assert value["master_id"] == "C1" and value["updated_ms"] == 1_700_000_000_123
+    assert {f: value[f] for f in FEEDBACK_FIELDS if value[f] is not None} == {"nik": NIK_A, "name": "SUGENG SANTOSO", "kk": "3673010101100001"}
+    assert value["deceased"] is True
+    # The phone's source (a clinic) is not said to an agency that may not see the phone.
+    assert value["verified_from"] == {"nik": "disdukcapil", "name": "disdukcapil", "kk": "disdukcapil", "deceased": "disdukcapil"}
+    # No scope: only the master id and life status.
+    bare = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset())
+    assert all(bare[f] is None for f in FEEDBACK_FIELDS) and bare["verified_from"] == {"deceased": "disdukcapil"}
+    # The message is exactly what the registered schema describes.
+    everything = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(FEEDBACK_FIELDS))
+    assert [f["name"] for f in FEEDBACK_SCHEMA["fields"]] == list(everything)
+    assert everything["verified_from"]["phone"] == "dinkes" and everything["titles"] == ["H."]
+    for message in (value, bare, everything):
+        assert fastavro.validate(message, fastavro.parse_schema(FEEDBACK_SCHEMA), raise_errors=True)
+
+
+def test_feedback_fields_are_the_configurable_ones() -> None:
+    assert FEEDBACK_FIELDS == get_args(FeedbackField)
+
+
+def _ak1(key: int, nik: str | None, name: str, born: str, sex: str = "L") -> dict[str, Any]:
+    return {"id": key, "no_pendaftaran": f"AK1-{key}", "nik": nik, "nama": name, "jk": sex, "tmp_lahir": "SRG", "tgl_lahir": born,
+            "alamat": "KP. BENGGALA RT 01 RW 02", "kelurahan": "Unyur", "kecamatan": "Serang", "no_hp": "0812-3456-7890"}
+
+
+AK = ("disnaker", "disnaker.ak1_pencari_kerja")
+
+
+def test_a_linked_registration_hears_back_its_citizen_within_its_scope(feed: _Feed) -> None:
+    registry_id, job_id = f"disdukcapil:public.penduduk:{NIK_A}", "disnaker:disnaker.ak1_pencari_kerja:5"
+    first = feed.put(*PD, NIK_A, _penduduk(NIK_A, "H. Sugeng Santoso", "1984-04-11"))
+    assert _latest(first.outputs, FEEDBACK)[registry_id]["titles"] == ["H."]  # the registry sees everything
+    linked = feed.put(*AK, "5", _ak1(5, NIK_A, "SUGENG SANTOSA", "1984-04-11"))
+    feedback = _latest(linked.outputs, FEEDBACK)
+    master = master_id(registry_id)
+    assert feedback[job_id]["master_id"] == feedback[registry_id]["master_id"] == master
+    job = feedback[job_id]
+    # Verified by the registry: its name and birth place, not the job centre's own spelling.
+    assert job["name"] == "SUGENG SANTOSO" and job["birth_place"] == "SERANG"
+    assert job["verified_from"]["name"] == job["verified_from"]["birth_place"] == "disdukcapil"
+    assert job["deceased"] is False and job["verified_from"]["deceased"] == "disdukcapil"
+    # Outside the kartu kuning's purpose: the family card and titles stay unsaid.
+    assert job["kk"] is None and job["titles"] is None
+    assert set(job["verified_from"]) <= SCOPES["disnaker"] | {"deceased"}
+    assert feedback[registry_id]["kk"] == "3673010101100001"
+
+
+def test_merged_records_hear_their_new_master_id_and_a_deleted_one_a_tombstone(feed: _Feed) -> None:
+    registry_id, patient_id = f"disdukcapil:public.penduduk:{NIK_A}", "dinkes:public.pasien:RM1"
+    outputs = _all_outputs([
+        feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11")),
+        feed.put(*PS, "RM1", _pasien("RM1", None, "SUGENG SANTOSO", "1970-01-01")),
+    ])
+    assert _latest(outputs, FEEDBACK)[patient_id]["master_id"] == master_id(patient_id)
+    merged = feed.put(*PS, "RM1", _pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    assert merged.merges == 1
+    outputs += merged.outputs
+    latest = _latest(outputs, FEEDBACK)
+    assert latest[patient_id]["master_id"] == latest[registry_id]["master_id"] == master_id(registry_id)
+    # The clinic may see the phone and the birth date, not the address the registry holds.
+    patient = latest[patient_id]
+    assert patient["phone"] == "6281234567890" and patient["birth_date"] == "1984-04-11"
+    assert patient["street"] is None and patient["kelurahan"] is None
+    assert patient["updated_ms"] == feed.resolver.state.citizens[master_id(registry_id)]["value"]["updated_ms"]
+
+    deleted = feed.put(*PS, "RM1", None)
+    assert Output(FEEDBACK, patient_id, None) in deleted.outputs
+    outputs += deleted.outputs
+    assert set(_latest(outputs, FEEDBACK)) == {registry_id}
+
+
+def test_a_registry_death_reaches_the_aid_agency(feed: _Feed) -> None:
+    member_id = "dinsos:bansos.anggota_penerima:9"
+    outputs = _all_outputs([
+        feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11")),
+        feed.put("dinsos", "bansos.keluarga_penerima", "77", {"id_keluarga": 77, "no_kk": "3673010101100001", "nama_kepala": "SUGENG SANTOSO",
+                 "alamat": "KP. BENGGALA", "rt": "1", "rw": "2", "kelurahan": "Unyur", "kecamatan": "Serang"}),
+        feed.put("dinsos", "bansos.anggota_penerima", "9", {"id_anggota": 9, "id_keluarga": 77, "nik": NIK_A, "nama": "SUGENG SANTOSO",
+                 "jenis_kelamin": "L", "tanggal_lahir": "1984-04-11"}),
+    ])
+    assert _latest(outputs, FEEDBACK)[member_id]["deceased"] is False
+    died = feed.put(*PD, NIK_A, {**_penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"), "status_hidup": "MATI"})
+    member = _latest(died.outputs, FEEDBACK)[member_id]
+    assert member["deceased"] is True and member["verified_from"]["deceased"] == "disdukcapil"
+    assert member["master_id"] == master_id(f"disdukcapil:public.penduduk:{NIK_A}")
+    assert member["updated_ms"] == feed.n * 1_000  # the death's own commit: the delay is measured from it
+    assert member["kk"] == "3673010101100001" and member["phone"] is None and member["street"] is None
+
+
+def test_a_source_without_a_scope_hears_nothing(city: Any) -> None:
+    feed = _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), today=TODAY, feedback_scopes={"disdukcapil": frozenset()}))
+    feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    linked = feed.put(*PS, "RM1", _pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    deleted = feed.put(*PS, "RM1", None)
+    keys = {o.key for o in linked.outputs + deleted.outputs if o.kind == FEEDBACK}
+    assert keys == {f"disdukcapil:public.penduduk:{NIK_A}"}
+    registry = _latest(linked.outputs, FEEDBACK)[f"disdukcapil:public.penduduk:{NIK_A}"]
+    assert all(registry[f] is None for f in FEEDBACK_FIELDS) and registry["deceased"] is False
+
+
+def test_every_record_of_the_city_hears_its_master_id_and_nothing_outside_its_scope(city: Any) -> None:
+    changes, model, _ = city
+    resolver, results = _run(changes, model)
+    outputs = _all_outputs(results)
+    assert _latest(outputs, FEEDBACK).keys() == _latest(outputs, LINK).keys()
+    assert {r: v["master_id"] for r, v in _latest(outputs, FEEDBACK).items()} == _masters(resolver)
+    for output in outputs:
+        if output.kind == FEEDBACK and output.value is not None:
+            scope = SCOPES[output.key.split(":", 1)[0]]
+            assert all(output.value[f] is None for f in FEEDBACK_FIELDS if f not in scope)
+            assert set(output.value["verified_from"]) <= scope | {"deceased"}
+
+
+def test_feedback_goes_to_the_topic_of_the_records_source_tombstones_included() -> None:
+    class Registry:
+        def register_schema(self, subject: str, schema: Any) -> int:
+            return 1
+
+    config = load_config(SHIPPED)
+    encoders = OutputEncoders(config, SchemaRegistrar(Registry()))
+    record = {"table": "bansos.anggota_penerima", "record_key": "9"}
+    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, SCOPES["dinsos"])
+    topic, key, encoded = encoders.encode(Output(FEEDBACK, "dinsos:bansos.anggota_penerima:9", value))
+    assert topic == config.source("dinsos").feedback_topic == "simpul.feedback.dinsos" and key and encoded
+    assert encoders.encode(Output(FEEDBACK, "disnaker:disnaker.ak1_pencari_kerja:5", None))[::2] == ("simpul.feedback.disnaker", None)
+    assert {s.feedback_topic for s in config.sources} <= set(encoders.topics)

@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
 
-from simpul.config import ConfigError, load_config, parse_config
+from simpul.config import ConfigError, FeedbackField, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +48,10 @@ def test_test_config_is_valid_and_apart_from_the_main_one() -> None:
         (lambda c: c["sources"][3].update(name="dinsos"), "sources: the name 'dinsos' is used twice"),
         (lambda c: c["stack"]["kafka"].update(nodes=9), "stack.kafka.nodes: Input should be less than or equal to 5"),
         (lambda c: c["metrics"].update(port="many"), "metrics.port: Input should be a valid integer"),
+        (lambda c: c["sources"][2]["feedback"].update(fields=["nik", "kk", "nik"]), "sources.dinsos.feedback.fields: listed twice: nik"),
+        (lambda c: c["sources"][3]["feedback"].update(fields=["nik", "religion"]), "sources.dinkes.feedback.fields.[1]: Input should be 'nik', 'name'"),
+        (lambda c: c["sources"][1]["feedback"].update(topic="feedback for disnaker"), "sources.disnaker.feedback.topic: String should match pattern"),
+        (lambda c: c["sources"][1]["feedback"].update(table="Ref-Table"), "sources.disnaker.feedback.table: String should match pattern"),
     ],
 )
 def test_mistakes_name_the_key_and_the_problem(mutate, message: str) -> None:
@@ -55,6 +60,29 @@ def test_mistakes_name_the_key_and_the_problem(mutate, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(raw)
     assert message in str(caught.value)
+
+
+def test_feedback_scopes_follow_each_agencys_purpose() -> None:
+    config = load_config(ROOT / "simpul.yaml")
+    feedback = {s.name: s.feedback for s in config.sources}
+    # The registry may see every verified field; the others only what their service needs.
+    assert set(feedback["disdukcapil"].fields) == set(get_args(FeedbackField))
+    assert set(feedback["dinsos"].fields) == {"nik", "name", "birth_date", "sex", "kk", "kelurahan", "kecamatan"}
+    assert "phone" not in feedback["dinsos"].fields and "kk" not in feedback["disnaker"].fields
+    assert set(feedback["dinkes"].fields) == {"nik", "name", "birth_date", "sex", "phone"}
+    assert {name for name, f in feedback.items() if f.write_back} == {"disnaker", "dinsos"}
+    assert config.source("dinsos").feedback_topic == "simpul.feedback.dinsos"
+    assert feedback["dinsos"].table == "simpul_citizen_ref"
+    # The test stack promises the same scopes as the shipped file.
+    test = load_config(ROOT / "tests" / "simpul.test.yaml")
+    assert {s.name: s.feedback for s in test.sources} == feedback
+    # Without a feedback section: master id and life status only, on the default topic.
+    raw = _shipped()
+    del raw["sources"][3]["feedback"]
+    raw["sources"][2]["feedback"]["topic"] = "serang.dinsos.feedback"
+    parsed = parse_config(raw)
+    assert parsed.source("dinkes").feedback.fields == [] and parsed.source("dinkes").feedback_topic == "simpul.feedback.dinkes"
+    assert parsed.source("dinsos").feedback_topic == "serang.dinsos.feedback"
 
 
 def test_secret_values_are_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:

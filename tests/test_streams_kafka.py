@@ -1,7 +1,7 @@
 """The stream processors against real Kafka: a seeded city captured by the real CDC connectors,
-resolved by a Faust worker process, compared with the batch twin; replays with shuffled,
-duplicated events on 4 partitions; a worker killed with SIGKILL mid-stream; live updates and
-deletes moving records between citizens."""
+resolved by a Faust worker process, compared with the batch twin, each agency's feedback topic
+agreeing with the links; replays with shuffled, duplicated events on 4 partitions; a worker killed
+with SIGKILL mid-stream; live updates and deletes moving records between citizens."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from simpul.kafka import client_config, create_topics
 from simpul.mainjob import scrape_sums
 from simpul.metrics import metrics_port
 from simpul.seed.city import seed_city
+from simpul.streams.citizens import FEEDBACK_FIELDS
 from simpul.streams.mapping import load_mapping
 from simpul.streams.resolve import resolve
 
@@ -42,10 +43,11 @@ CITIZENS = 1500
 
 
 def _with_processors(config: SimpulConfig, name: str, prefix: str | None = None) -> SimpulConfig:
-    """A copy whose processors use their own app id and topics (``name``), reading ``prefix``'s CDC topics."""
-    sources = config.sources
+    """A copy whose processors use their own app id and topics (``name``, feedback topics included),
+    reading ``prefix``'s CDC topics."""
+    sources = [s.model_copy(update={"feedback": s.feedback.model_copy(update={"topic": f"{name}.feedback.{s.name}"})}) for s in config.sources]
     if prefix is not None:
-        sources = [s.model_copy(update={"topic_prefix": f"{prefix}-{s.name}"}) for s in config.sources]
+        sources = [s.model_copy(update={"topic_prefix": f"{prefix}-{s.name}"}) for s in sources]
     processors = config.processors.model_copy(update={
         "app_id": name,
         "changes_topic": f"{name}.changes", "citizens_topic": f"{name}.citizens", "links_topic": f"{name}.links",
@@ -206,10 +208,13 @@ def _run_until_resolved(config: SimpulConfig, tmp: Path, records: int, kill_at: 
 
 def test_worker_resolves_the_captured_city_like_the_batch_twin(city: dict[str, Any]) -> None:
     config = _with_processors(city["config"], f"{city['config'].sources[0].topic_prefix}-a")
-    config = config.model_copy(update={"sources": city["config"].sources})
     links, worker = _run_until_resolved(config, city["tmp"], len(city["records"]))
+    aid = config.source("dinsos")
+    aid_links = {record_id: link["master_id"] for record_id, link in links.items() if link["source"] == aid.name}
     try:
         citizens = read_latest(config, config.processors.citizens_topic, lambda latest: sum(len(c["members"]) for c in latest.values()) >= len(links))
+        feedback = read_latest(config, aid.feedback_topic,
+                               lambda latest: all(r in latest and latest[r]["master_id"] == m for r, m in aid_links.items()))
         exposed = worker.metrics()
     finally:
         worker.stop()
@@ -222,8 +227,16 @@ def test_worker_resolves_the_captured_city_like_the_batch_twin(city: dict[str, A
     for master, citizen in citizens.items():
         assert sorted(citizen["members"]) == sorted(r for r, m in streamed.items() if m == master)
         assert set(citizen["lineage"].values()) <= set(citizen["members"])
+    # The aid agency hears back about exactly its records, each with the master id its link has,
+    # and nothing outside its scope.
+    assert aid_links, "the seeded city has no Dinsos records"
+    assert {record_id: value["master_id"] for record_id, value in feedback.items()} == aid_links
+    for value in feedback.values():
+        assert all(value[f] is None for f in FEEDBACK_FIELDS if f not in aid.feedback.fields)
+        assert set(value["verified_from"]) <= {*aid.feedback.fields, "deceased"}
     for name in ("simpul_resolver_records_in_total", "simpul_resolver_decisions_total", "simpul_router_events_total", "simpul_resolver_apply_seconds_bucket"):
         assert name in exposed, name
+    assert 'output="feedback"' in exposed
     city["masters"] = streamed
 
 
@@ -277,7 +290,6 @@ def test_worker_killed_mid_stream_then_restarted_gives_the_same_result(city: dic
     if "masters" not in city:
         pytest.skip("needs the first run's citizens")
     config = _with_processors(city["config"], f"{city['config'].sources[0].topic_prefix}-c")
-    config = config.model_copy(update={"sources": city["config"].sources})
     links, worker = _run_until_resolved(config, city["tmp"], len(city["records"]), kill_at=0.15)
     worker.stop()
     assert {r: link["master_id"] for r, link in links.items()} == city["masters"]
@@ -287,7 +299,6 @@ def test_live_update_and_delete_move_a_record_between_citizens(city: dict[str, A
     if "masters" not in city:
         pytest.skip("needs the first run's citizens")
     config = _with_processors(city["config"], f"{city['config'].sources[0].topic_prefix}-a")
-    config = config.model_copy(update={"sources": city["config"].sources})
     masters: dict[str, str] = city["masters"]
     sizes: dict[str, int] = defaultdict(int)
     for master in masters.values():

@@ -1,0 +1,339 @@
+"""The master citizen index sink: the resolver's four topics into PostgreSQL, exactly once in effect.
+
+Each batch is one transaction holding the rows it produced and the offsets it consumed (see
+:mod:`simpul.sinks.offsets`), so ``kill -9`` at any moment neither loses nor doubles a change.
+Within a batch the messages are folded per key in order: the tables get each key's final state
+(an upsert, or a delete for a tombstone), and ``citizen_history`` gets one row per message that
+really changed a citizen, so a message delivered twice leaves no trace the second time.
+
+Citizen values are read with the schema they were written with (the registry id in each
+message), so a newer compatible version of the Citizen schema is applied as it arrives: known
+fields go to their columns, added ones to ``attributes``, removed ones become null.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from simpul.config import SimpulConfig
+from simpul.schemas.resolution import CITIZEN_SCHEMA
+from simpul.schemas.wire import ConfluentAvroDecoder, WireFormatError
+from simpul.sinks import metrics
+from simpul.sinks.master_schema import GOLDEN_COLUMNS, OFFSETS, SCHEMA, ensure_schema
+from simpul.sinks.offsets import Partition, unconsumed
+from simpul.sinks.runner import SinkMessage, WriteResult
+
+log = logging.getLogger(__name__)
+
+SINK = "master_index"
+CITIZEN, LINK, REVIEW, QUALITY = "citizen", "link", "review", "quality"
+
+_CITIZEN_FIELDS = {f["name"] for f in CITIZEN_SCHEMA["fields"]}
+_CITIZEN_COLUMNS = ["master_id", "anchor_record_id", "members", *GOLDEN_COLUMNS, "lineage", "attributes"]
+# What a history row compares (``version`` and the timestamps change with every write).
+_TRACKED = ["anchor_record_id", "members", *GOLDEN_COLUMNS, "lineage", "attributes"]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One message read: its kind (which topic), key, value (None: tombstone) and position."""
+
+    kind: str
+    key: str
+    value: dict[str, Any] | None
+    message: SinkMessage
+
+
+def citizen_row(value: dict[str, Any]) -> dict[str, Any]:
+    """A Citizen message as the ``citizen`` table's columns (JSON-safe: dates stay ISO text)."""
+    row = {name: value.get(name) for name in _CITIZEN_COLUMNS if name != "attributes"}
+    row["titles"] = list(value.get("titles") or [])
+    row["lineage"] = dict(value.get("lineage") or {})
+    row["attributes"] = {k: _json_safe(v) for k, v in value.items() if k not in _CITIZEN_FIELDS}
+    row["updated_ms"] = int(value.get("updated_ms") or 0)
+    return row
+
+
+def citizen_change(old: dict[str, Any] | None, new: dict[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """The history entry for ``old`` becoming ``new``: (``created``/``updated``/``removed``, what
+    changed), or None when nothing tracked changed. Members are reported as added and removed."""
+    if old is None and new is None:
+        return None
+    if new is None:
+        assert old is not None
+        return "removed", {"members": {"added": [], "removed": sorted(old["members"])}}
+    changed: dict[str, Any] = {}
+    for name in _TRACKED:
+        before = old.get(name) if old is not None else None
+        after = new.get(name)
+        if name == "members":
+            added = sorted(set(after or ()) - set(before or ()))
+            removed = sorted(set(before or ()) - set(after or ()))
+            if added or removed:
+                changed[name] = {"added": added, "removed": removed}
+        elif before != after and not (old is None and after in (None, [], {})):
+            changed[name] = {"old": before, "new": after}
+    if old is None:
+        return "created", changed
+    return ("updated", changed) if changed else None
+
+
+class MasterIndexSink:
+    """The master index database as a :class:`~simpul.sinks.runner.SinkTarget`."""
+
+    name = SINK
+
+    def __init__(self, config: SimpulConfig, decoder: ConfluentAvroDecoder) -> None:
+        p = config.processors
+        self.kinds = {p.citizens_topic: CITIZEN, p.links_topic: LINK, p.reviews_topic: REVIEW, p.quality_topic: QUALITY}
+        self.decoder = decoder
+        self._dsn = config.sinks.master_index.dsn()
+        self.conn = self._connect()
+        ensure_schema(self.conn)
+        self._count_open()
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this sink consumes."""
+        return list(self.kinds)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._dsn, application_name="simpul-sink-master-index")
+
+    def reconnect(self) -> None:
+        """Reopen the connection (after a failed write)."""
+        self.conn.close()
+        self.conn = self._connect()
+
+    def stored_offsets(self, consumer: str) -> dict[Partition, int]:
+        """The next offsets per partition, as committed with the rows."""
+        with self.conn.transaction(), self.conn.cursor() as cursor:
+            return OFFSETS.load(cursor, consumer)
+
+    def write(self, consumer: str, messages: Sequence[SinkMessage]) -> WriteResult:
+        """Apply the messages not yet consumed and save their offsets, in one transaction."""
+        result = WriteResult()
+        with self.conn.transaction(), self.conn.cursor() as cursor:
+            fresh, offsets = unconsumed(messages, OFFSETS.load(cursor, consumer, lock=True))
+            result.skipped = len(messages) - len(fresh)
+            decoded, dead = self._decode(fresh)
+            by_kind: dict[str, list[Decoded]] = {CITIZEN: [], LINK: [], REVIEW: [], QUALITY: []}
+            for item in decoded:
+                by_kind[item.kind].append(item)
+            now = datetime.now(UTC)
+            citizens_delta = self._write_citizens(cursor, by_kind[CITIZEN], now)
+            self._write_links(cursor, by_kind[LINK], now)
+            reviews_delta = self._write_reviews(cursor, by_kind[REVIEW], now)
+            quality_delta = self._write_quality(cursor, by_kind[QUALITY], now)
+            if dead:
+                cursor.executemany(
+                    f"INSERT INTO {SCHEMA}.dead_letter (consumer, kafka_topic, kafka_partition, kafka_offset, reason) VALUES (%s, %s, %s, %s, %s)",
+                    [(consumer, m.topic, m.partition, m.offset, reason) for m, reason in dead],
+                )
+            OFFSETS.save(cursor, consumer, offsets)
+        committed_s = time.time()
+        result.applied = len(decoded)
+        result.latencies_s = [max(0.0, committed_s - d.message.source_ts_ms / 1000) for d in by_kind[CITIZEN] if d.message.source_ts_ms]
+        self._count(citizens_delta, reviews_delta, quality_delta)
+        for item in decoded:
+            metrics.MESSAGES.labels(SINK, item.message.topic, "upsert" if item.value is not None else "tombstone").inc()
+        for _, reason in dead:
+            metrics.DEAD_LETTERS.labels(SINK, reason.split(":")[0]).inc()
+        return result
+
+    # --- per table ------------------------------------------------------------------------------
+
+    def _decode(self, messages: Sequence[SinkMessage]) -> tuple[list[Decoded], list[tuple[SinkMessage, str]]]:
+        decoded, dead = [], []
+        for m in messages:
+            kind = self.kinds.get(m.topic)
+            try:
+                if kind is None:
+                    raise ValueError(f"topic {m.topic} is not one of this sink's")
+                if m.key is None:
+                    raise ValueError("message without a key on a compacted topic")
+                key = self.decoder.decode(m.key)
+                value = self.decoder.decode(m.value) if m.value is not None else None
+                if not isinstance(key, str) or (value is not None and not isinstance(value, dict)):
+                    raise ValueError("key is not a string or value is not a record")
+            except (WireFormatError, ValueError, EOFError, KeyError, TypeError) as exc:
+                # The reason names the error only: a decoder's message never quotes values.
+                dead.append((m, f"{type(exc).__name__}: {exc}"[:300]))
+                continue
+            decoded.append(Decoded(kind, key, value, m))
+        return decoded, dead
+
+    def _write_citizens(self, cursor: psycopg.Cursor[Any], items: list[Decoded], now: datetime) -> int:
+        if not items:
+            return 0
+        keys = sorted({d.key for d in items})
+        cursor.execute(
+            f"SELECT {', '.join(_CITIZEN_COLUMNS)}, source_updated_at, version FROM {SCHEMA}.citizen WHERE master_id = ANY(%s)", (keys,)
+        )
+        names = [c.name for c in cursor.description or ()]
+        rows = cursor.fetchall()
+        stored = {row[0]: _from_db(dict(zip(names, row))) for row in rows}
+        current: dict[str, dict[str, Any] | None] = dict(stored)
+        versions = {row[0]: row[-1] for row in rows}
+        history = []
+        changed_keys = set()
+        for d in items:
+            old = current.get(d.key)
+            new = citizen_row(d.value) if d.value is not None else None
+            change = citizen_change(old, new)
+            if change is not None:
+                versions[d.key] = versions.get(d.key, 0) + 1
+                changed_keys.add(d.key)
+                kind, changed = change
+                m = d.message
+                source_at = _ts(m.source_ts_ms) if m.source_ts_ms else (_ts(new["updated_ms"]) if new else None)
+                history.append((d.key, versions[d.key], kind, Jsonb(changed), m.topic, m.partition, m.offset, source_at))
+            current[d.key] = new
+        # A message that only moves the source time still updates the row (not the history).
+        upserts = [(k, row) for k, row in current.items() if row is not None and (k in changed_keys or stored.get(k) != row)]
+        deletes = [k for k, row in current.items() if row is None and k in stored]
+        if upserts:
+            columns = [*_CITIZEN_COLUMNS, "version", "source_updated_at", "indexed_at"]
+            cursor.executemany(
+                f"INSERT INTO {SCHEMA}.citizen ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
+                f"ON CONFLICT (master_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in columns[1:])}",
+                [(*_citizen_params(row), versions[k], _ts(row["updated_ms"]), now) for k, row in upserts],
+            )
+        if deletes:
+            cursor.execute(f"DELETE FROM {SCHEMA}.citizen WHERE master_id = ANY(%s)", (deletes,))
+        if history:
+            cursor.executemany(
+                f"INSERT INTO {SCHEMA}.citizen_history (master_id, version, change, changed, kafka_topic, kafka_partition, kafka_offset, source_changed_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                history,
+            )
+        return sum(1 for k, row in current.items() if row is not None and k not in stored) - len(deletes)
+
+    def _write_links(self, cursor: psycopg.Cursor[Any], items: list[Decoded], now: datetime) -> None:
+        final = _last_per_key(items)
+        upserts = [v for v in final.values() if v is not None]
+        deletes = [k for k, v in final.items() if v is None]
+        if upserts:
+            cursor.executemany(
+                f"INSERT INTO {SCHEMA}.record_link (record_id, source, table_name, record_key, master_id, rule, matched_record_id, "
+                "probability, weight, contributions, source_updated_at, indexed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (record_id) DO UPDATE SET source = EXCLUDED.source, table_name = EXCLUDED.table_name, record_key = EXCLUDED.record_key, "
+                "master_id = EXCLUDED.master_id, rule = EXCLUDED.rule, matched_record_id = EXCLUDED.matched_record_id, probability = EXCLUDED.probability, "
+                "weight = EXCLUDED.weight, contributions = EXCLUDED.contributions, source_updated_at = EXCLUDED.source_updated_at, indexed_at = EXCLUDED.indexed_at",
+                [(v["record_id"], v["source"], v["table"], v["record_key"], v["master_id"], v["rule"], v.get("matched_record_id"),
+                  v.get("probability"), v.get("weight"), Jsonb(v.get("contributions") or {}), _ts(v["updated_ms"]), now) for v in upserts],
+            )
+        if deletes:
+            cursor.execute(f"DELETE FROM {SCHEMA}.record_link WHERE record_id = ANY(%s)", (deletes,))
+
+    def _write_reviews(self, cursor: psycopg.Cursor[Any], items: list[Decoded], now: datetime) -> int:
+        final = _last_per_key(items)
+        if not final:
+            return 0
+        cursor.execute(f"SELECT pair_key FROM {SCHEMA}.review_item WHERE pair_key = ANY(%s)", (list(final),))
+        existed = {row[0] for row in cursor.fetchall()}
+        upserts = [(k, v) for k, v in final.items() if v is not None]
+        deletes = [k for k, v in final.items() if v is None and k in existed]
+        if upserts:
+            cursor.executemany(
+                f"INSERT INTO {SCHEMA}.review_item (pair_key, record_a, record_b, master_a, master_b, probability, weight, contributions, levels, indexed_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (pair_key) DO UPDATE SET master_a = EXCLUDED.master_a, "
+                "master_b = EXCLUDED.master_b, probability = EXCLUDED.probability, weight = EXCLUDED.weight, contributions = EXCLUDED.contributions, "
+                "levels = EXCLUDED.levels, indexed_at = EXCLUDED.indexed_at",
+                [(k, v["record_a"], v["record_b"], v["master_a"], v["master_b"], v["probability"], v["weight"],
+                  Jsonb(v.get("contributions") or {}), Jsonb(v.get("levels") or {}), now) for k, v in upserts],
+            )
+        if deletes:
+            cursor.execute(f"DELETE FROM {SCHEMA}.review_item WHERE pair_key = ANY(%s)", (deletes,))
+        return sum(1 for k, _ in upserts if k not in existed) - len(deletes)
+
+    def _write_quality(self, cursor: psycopg.Cursor[Any], items: list[Decoded], now: datetime) -> dict[str, int]:
+        final = _last_per_key(items)
+        if not final:
+            return {}
+        cursor.execute(f"SELECT issue_key, issue FROM {SCHEMA}.quality_issue WHERE issue_key = ANY(%s)", (list(final),))
+        existed = dict(cursor.fetchall())
+        upserts = [(k, v) for k, v in final.items() if v is not None]
+        deletes = [k for k, v in final.items() if v is None and k in existed]
+        if upserts:
+            cursor.executemany(
+                f"INSERT INTO {SCHEMA}.quality_issue (issue_key, issue, master_id, record_ids, detected_at, indexed_at) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (issue_key) DO UPDATE SET issue = EXCLUDED.issue, master_id = EXCLUDED.master_id, record_ids = EXCLUDED.record_ids, "
+                "detected_at = EXCLUDED.detected_at, indexed_at = EXCLUDED.indexed_at",
+                [(k, v["issue"], v.get("master_id"), list(v["record_ids"]), _ts(v["detected_ms"]), now) for k, v in upserts],
+            )
+        if deletes:
+            cursor.execute(f"DELETE FROM {SCHEMA}.quality_issue WHERE issue_key = ANY(%s)", (deletes,))
+        delta: dict[str, int] = {}
+        for k, v in upserts:
+            if k not in existed:
+                delta[v["issue"]] = delta.get(v["issue"], 0) + 1
+        for k in deletes:
+            delta[existed[k]] = delta.get(existed[k], 0) - 1
+        return delta
+
+    # --- gauges ---------------------------------------------------------------------------------
+
+    def _count_open(self) -> None:
+        """Start the gauges from the database; batches then move them by what they changed."""
+        with self.conn.transaction(), self.conn.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) FROM {SCHEMA}.citizen")
+            self.citizens = int(cursor.fetchone()[0])  # type: ignore[index]
+            cursor.execute(f"SELECT count(*) FROM {SCHEMA}.review_item")
+            self.reviews = int(cursor.fetchone()[0])  # type: ignore[index]
+            cursor.execute(f"SELECT issue, count(*) FROM {SCHEMA}.quality_issue GROUP BY issue")
+            self.issues = {issue: int(n) for issue, n in cursor.fetchall()}
+        self._count(0, 0, {})
+
+    def _count(self, citizens: int, reviews: int, issues: dict[str, int]) -> None:
+        self.citizens += citizens
+        self.reviews += reviews
+        for issue, n in issues.items():
+            self.issues[issue] = self.issues.get(issue, 0) + n
+        metrics.CITIZENS.set(self.citizens)
+        metrics.REVIEW_ITEMS.set(self.reviews)
+        for issue, n in self.issues.items():
+            metrics.QUALITY_ISSUES.labels(issue).set(n)
+
+
+def _last_per_key(items: list[Decoded]) -> dict[str, dict[str, Any] | None]:
+    final: dict[str, dict[str, Any] | None] = {}
+    for d in items:
+        final[d.key] = d.value
+    return final
+
+
+def _citizen_params(row: dict[str, Any]) -> list[Any]:
+    params = []
+    for name in _CITIZEN_COLUMNS:
+        value = row.get(name)
+        params.append(Jsonb(value) if name in ("lineage", "attributes") else value)
+    return params
+
+
+def _from_db(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored citizen row in the same JSON-safe form as :func:`citizen_row`, for comparing."""
+    out = {name: row.get(name) for name in _CITIZEN_COLUMNS}
+    out["members"] = list(out["members"] or [])
+    out["titles"] = list(out["titles"] or [])
+    if isinstance(out["birth_date"], date):
+        out["birth_date"] = out["birth_date"].isoformat()
+    out["updated_ms"] = round(row["source_updated_at"].timestamp() * 1000)
+    return out
+
+
+def _ts(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
