@@ -17,25 +17,29 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pymysql
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from psycopg import sql
 
-from conftest import free_port
+from conftest import free_port, in_thread
 from test_citizens import TODAY, _batch_records, _source_rows
 from simpul.config import SimpulConfig, write_config
+from simpul.databases import connect_mysql, connect_postgres
 from simpul.kafka import client_config, create_topics, reliable_producer_config
-from simpul.schemas.resolution import CITIZEN_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
+from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
 from simpul.schemas.wire import SchemaRegistrar
 from simpul.seed.population import generate_population
+from simpul.shutdown import Shutdown
 from simpul.sinks.master_index import citizen_change, citizen_row
 from simpul.sinks.offsets import next_offsets, unconsumed
 from simpul.sinks.runner import SinkMessage
+from simpul.sinks.service import run_sink
 from simpul.sinks.writeback import record_position, ref_row
 from simpul.streams.changes import RowChange
-from simpul.streams.citizens import CITIZEN, LINK, QUALITY, REVIEW, CitizenResolver, ResolverState
+from simpul.streams.citizens import CITIZEN, FEEDBACK_FIELDS, LINK, QUALITY, REVIEW, CitizenResolver, ResolverState
 from simpul.streams.mapping import load_mapping
 from simpul.streams.resolve import resolve
 
@@ -302,3 +306,62 @@ def test_a_newer_citizen_schema_and_an_unreadable_message(stack_config: SimpulCo
     reasons = sorted(reason for _, reason in dead)
     assert len(reasons) == 2 and all(r.startswith("WireFormatError") for r in reasons) and {t for t, _ in dead} == {topic}
     assert "magic byte" in reasons[0] and "not in the registry" in reasons[1]
+
+
+def _feedback(record_id: str, master: str, **fields: Any) -> dict[str, Any]:
+    _, table, key = record_id.split(":", 2)
+    value: dict[str, Any] = {name: None for name in FEEDBACK_FIELDS}
+    value.update(record_id=record_id, table=table, record_key=key, master_id=master, deceased=False, verified_from={}, updated_ms=1_700_000_000_000)
+    value.update(fields)
+    return value
+
+
+@pytest.mark.stack
+def test_feedback_is_written_back_into_each_agency_database(agency_config: SimpulConfig, unique_name: str) -> None:
+    sources = [s.model_copy(update={"feedback": s.feedback.model_copy(update={"topic": f"{unique_name}.feedback.{s.name}"})}) for s in agency_config.sources]
+    config = agency_config.model_copy(update={"sources": sources, "sinks": agency_config.sinks.model_copy(update={"consumer_prefix": unique_name})})
+    dinsos, disnaker = config.source("dinsos"), config.source("disnaker")
+    assert dinsos.feedback.write_back and disnaker.feedback.write_back and dinsos.kind == "postgres" and disnaker.kind == "mysql"
+    registrar = SchemaRegistrar(SchemaRegistryClient({"url": config.schema_registry.url}))
+    producer = Producer(reliable_producer_config(client_config(config.kafka)))
+    create_topics(client_config(config.kafka), [NewTopic(s.feedback_topic, 2, 1, config={"cleanup.policy": "compact"}) for s in (dinsos, disnaker)])
+    aid = "dinsos:bansos.anggota_penerima:3673:1"
+    job = "disnaker:disnaker.ak1_pencari_kerja:77"
+    gone = "disnaker:disnaker.ak1_pencari_kerja:78"
+    messages = [
+        (dinsos, aid, _feedback(aid, "C1", nik="3673010101900001", name="SITI AMINAH", birth_date="1990-01-01")),
+        (dinsos, aid, _feedback(aid, "C1", nik="3673010101900001", name="SITI AMINAH", birth_date="1990-01-01", deceased=True,
+                                verified_from={"deceased": "disdukcapil"})),
+        (disnaker, job, _feedback(job, "C2", name="BUDI SANTOSO", phone="081234567", titles=["S.T."])),
+        (disnaker, gone, _feedback(gone, "C3", name="X")),
+        (disnaker, gone, None),
+    ]
+    for source, key, value in messages:
+        topic = source.feedback_topic
+        producer.produce(topic, key=registrar.encoder(topic, KEY_SCHEMA, is_key=True).encode(key),
+                         value=registrar.encoder(topic, FEEDBACK_SCHEMA).encode(value) if value is not None else None)
+    assert producer.flush(30) == 0
+
+    def rows() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        with connect_postgres(dinsos) as pg:
+            aid_rows = pg.execute("SELECT record_key, master_id, nik, name, deceased, verified_from FROM simpul_citizen_ref").fetchall()
+        my = connect_mysql(disnaker)
+        with my, my.cursor() as cursor:
+            cursor.execute("SELECT record_key, master_id, name, phone, titles, deceased FROM simpul_citizen_ref ORDER BY record_key")
+            job_rows = list(cursor.fetchall())
+        return aid_rows, job_rows
+
+    shutdown = Shutdown()
+    with in_thread(lambda: run_sink(config, "writeback", shutdown), shutdown, 30) as failures:
+        deadline = time.monotonic() + 60
+        while True:
+            assert not failures and time.monotonic() < deadline, "the write-back did not deliver in 60 s"
+            try:
+                aid_rows, job_rows = rows()
+            except (psycopg.errors.UndefinedTable, pymysql.err.ProgrammingError):
+                aid_rows, job_rows = [], []
+            if aid_rows and aid_rows[0][4] and len(job_rows) == 1:
+                break
+            time.sleep(0.3)
+    assert aid_rows == [("3673:1", "C1", "3673010101900001", "SITI AMINAH", True, {"deceased": "disdukcapil"})]
+    assert [tuple(r) for r in job_rows] == [("77", "C2", "BUDI SANTOSO", "081234567", "S.T.", 0)]
