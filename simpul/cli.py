@@ -19,7 +19,7 @@ from rich.table import Table
 from simpul.config import ConfigError, SimpulConfig, load_config, load_env_file
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Simpul: the integration backbone for Kota Serang's agency databases.")
-stack_app = typer.Typer(no_args_is_help=True, help="The local stack of real servers (Kafka, PostgreSQL, MariaDB).")
+stack_app = typer.Typer(no_args_is_help=True, help="The local stack of real servers (Kafka, PostgreSQL, MariaDB, schema registry, Prometheus).")
 seed_app = typer.Typer(help="The synthetic Kota Serang: agency databases with a known truth.", invoke_without_command=True)
 config_app = typer.Typer(no_args_is_help=True, help="The configuration file.")
 registry_app = typer.Typer(no_args_is_help=True, help="Simpul's own Confluent-compatible schema registry.")

@@ -40,6 +40,7 @@ def stack_config(name: str, kafka_port: int, controller_port: int, pg_port: int,
             "kafka": {"port": kafka_port, "controller_port": controller_port, "heap_mb": 256},
             "postgres": {"port": pg_port, "password_env": "TEST_STACK_PG_PASSWORD"},
             "mariadb": {"port": maria_port, "password_env": "TEST_STACK_MARIADB_PASSWORD"},
+            "prometheus": {"port": kafka_port - 2},
         },
         "kafka": {"bootstrap_servers": f"127.0.0.1:{kafka_port}"},
         "schema_registry": {"url": f"http://127.0.0.1:{pg_port + 500}"},
@@ -119,8 +120,9 @@ def single() -> Iterator[tuple[LocalStack, list[ServiceStatus]]]:
 def test_up_reports_every_service_running(single: tuple[LocalStack, list[ServiceStatus]]) -> None:
     stack, started = single
     by_name = {s.name: s for s in started}
-    assert set(by_name) == {"kafka-1", "postgres", "mariadb", "registry"}
+    assert set(by_name) == {"kafka-1", "postgres", "mariadb", "registry", "prometheus"}
     assert by_name["registry"].address == "http://127.0.0.1:39932"
+    assert by_name["prometheus"].address == "http://127.0.0.1:39090"
     assert by_name["kafka-1"].address == "127.0.0.1:39092"
     assert by_name["postgres"].address == "127.0.0.1:39432"
     assert by_name["mariadb"].address == "127.0.0.1:39306"
@@ -223,7 +225,7 @@ def test_up_restarts_a_killed_server_with_its_data(single: tuple[LocalStack, lis
 def test_down_stops_everything(single: tuple[LocalStack, list[ServiceStatus]]) -> None:
     stack, started = single
     stopped = stack.down()
-    assert sorted(stopped) == ["kafka-1", "mariadb", "postgres", "registry"]
+    assert sorted(stopped) == ["kafka-1", "mariadb", "postgres", "prometheus", "registry"]
     assert not any(s.running for s in stack.status())
     assert leftover_processes(stack.config.home) == []
     assert [s.name for s in started if Path(f"/proc/{s.pid}").exists()] == []

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install the system packages the local stack needs (PostgreSQL, MariaDB, Java 17, Maven) on
-# Debian/Ubuntu. Idempotent and quick when everything is there: dpkg is asked first, apt only
-# for what is missing. The packages must not start system-wide services: `simpul stack up`
+# Install the system packages the local stack needs (PostgreSQL, MariaDB, Prometheus, Java 17,
+# Maven) on Debian/Ubuntu. Idempotent and quick when everything is there: dpkg is asked first,
+# apt only for what is missing. The packages must not start system-wide services: `simpul stack up`
 # runs its own servers under the stack home on its own ports.
 set -euo pipefail
 
@@ -21,6 +21,8 @@ need() { # need <package>: remember it unless dpkg says it is installed
 need postgresql
 need mariadb-server
 need mariadb-client
+# Prometheus and promtool: the stack's monitoring server and the alert-rule tests.
+need prometheus
 # Java and Maven may come from elsewhere (SDKMAN, a JDK tarball); only install when absent.
 command -v java >/dev/null 2>&1 || need openjdk-17-jre-headless
 command -v mvn >/dev/null 2>&1 || need maven

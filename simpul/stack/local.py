@@ -1,4 +1,5 @@
-"""The local stack as one thing: Kafka, PostgreSQL and MariaDB under one stack home."""
+"""The local stack as one thing: Kafka, PostgreSQL, MariaDB, the schema registry and Prometheus
+under one stack home."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from simpul.stack.kafka import KafkaCluster
 from simpul.stack.mariadb import MariaDBServer
 from simpul.stack.postgres import PostgresServer
 from simpul.stack.process import ServiceStatus, StackError, stop_processes
+from simpul.stack.prometheus import PrometheusServer
 from simpul.stack.registry import RegistryServer
 
-SERVICES = ("kafka", "postgres", "mariadb", "registry")
+SERVICES = ("kafka", "postgres", "mariadb", "registry", "prometheus")
 
 
 class LocalStack:
@@ -34,10 +36,13 @@ class LocalStack:
         postgres = PostgresServer(self.config)
         mariadb = MariaDBServer(self.config)
         registry = RegistryServer(self.config)
+        prometheus = PrometheusServer(self.config)
         starters: dict[str, tuple[Callable[[], None], Callable[[], list[ServiceStatus]]]] = {
             "kafka": (kafka.preflight, kafka.start),
             "postgres": (postgres.preflight, lambda: postgres.start(env[self.config.stack.postgres.password_env])),
             "mariadb": (mariadb.preflight, lambda: mariadb.start(env[self.config.stack.mariadb.password_env])),
+            # Prometheus needs nothing else running: a component not started yet is a target down.
+            "prometheus": (prometheus.preflight, prometheus.start),
         }
         chosen = [name for name in SERVICES if name in services and name != "registry"]
         for name in chosen:
@@ -61,6 +66,7 @@ class LocalStack:
         """Stop everything this stack home started (and nothing else); names of what was stopped."""
         processes = [
             *RegistryServer(self.config).processes(),
+            *PrometheusServer(self.config).processes(),
             *KafkaCluster(self.config).processes(),
             *PostgresServer(self.config).processes(),
             *MariaDBServer(self.config).processes(),
@@ -74,6 +80,7 @@ class LocalStack:
             *PostgresServer(self.config).status(),
             *MariaDBServer(self.config).status(),
             *RegistryServer(self.config).status(),
+            *PrometheusServer(self.config).status(),
         ]
 
     def env(self) -> dict[str, str]:
