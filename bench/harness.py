@@ -219,3 +219,106 @@ def write_results(name: str, figures: dict[str, Any]) -> Path:
     path.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"written {path}")
     return path
+
+
+# --- small helpers for benchmarks that run a whole pipeline (bench.e2e) -------------------------
+
+
+def free_port_range(count: int, low: int = 20_000, high: int = 40_000) -> int:
+    """The first of ``count`` consecutive loopback ports that are all free now (for a metrics base
+    port, whose components serve on fixed offsets from it)."""
+    import random
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(low, high - count)
+        if all(free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports between {low} and {high}")
+
+
+class Offsets:
+    """Reads Kafka's end offsets and consumer groups' committed offsets, with one consumer per
+    group kept open (cheap enough to poll every fraction of a second)."""
+
+    def __init__(self, config: SimpulConfig) -> None:
+        self._config = config
+        self._consumers: dict[str, Consumer] = {}
+
+    def _consumer(self, group: str) -> Consumer:
+        if group not in self._consumers:
+            self._consumers[group] = Consumer({**client_config(self._config.kafka), "group.id": group, "enable.auto.commit": False})
+        return self._consumers[group]
+
+    def ends(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        """The high watermark (next offset to be written) of every partition of ``topics`` (absent topics: none)."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self._consumer(f"bench-watermarks-{id(self)}")
+        metadata = consumer.list_topics(timeout=10).topics
+        ends = {}
+        for topic in topics:
+            meta = metadata.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            for partition in meta.partitions:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
+                ends[(topic, partition)] = high
+        return ends
+
+    def committed(self, group: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """The offsets consumer group ``group`` has committed in Kafka (partitions without one: absent)."""
+        from confluent_kafka import TopicPartition
+
+        if not partitions:
+            return {}
+        committed = self._consumer(group).committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
+
+    def close(self) -> None:
+        """Close every consumer."""
+        for consumer in self._consumers.values():
+            consumer.close()
+        self._consumers.clear()
+
+
+def lag(ends: dict[tuple[str, int], int], positions: dict[tuple[str, int], int]) -> int:
+    """Messages not yet consumed: per partition, its end offset minus the position (none: 0)."""
+    return sum(max(0, end - positions.get(tp, 0)) for tp, end in ends.items())
+
+
+def delete_topics_and_groups(config: SimpulConfig, marker: str) -> tuple[int, int]:
+    """Delete every topic and consumer group whose name contains ``marker`` (a benchmark run's own
+    name); returns how many of each were asked to go."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(config.kafka))
+    topics = [t for t in admin.list_topics(timeout=10).topics if marker in t]
+    if topics:
+        for future in admin.delete_topics(topics, operation_timeout=30).values():
+            try:
+                future.result(30)
+            except Exception:  # noqa: BLE001 - best effort: an orphan topic is harmless
+                pass
+    groups: list[str] = []
+    try:
+        listed = admin.list_consumer_groups().result(30)
+        groups = [g.group_id for g in listed.valid if marker in g.group_id]
+        if groups:
+            for future in admin.delete_consumer_groups(groups, request_timeout=30).values():
+                try:
+                    future.result(30)
+                except Exception:  # noqa: BLE001 - a group still shutting down stays; harmless
+                    pass
+    except Exception:  # noqa: BLE001
+        pass
+    return len(topics), len(groups)

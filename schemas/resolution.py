@@ -31,6 +31,14 @@ def _optional(name: str, avro_type: Any = "string", doc: str = "") -> dict[str, 
     return field
 
 
+# The golden identity fields after nik, name and titles, shared by the citizen and feedback records.
+_IDENTITY_FIELDS = [
+    _optional("birth_date", doc="ISO date"),
+    _optional("birth_place"),
+    _optional("sex", doc="L or P"),
+    *(_optional(name) for name in ("street", "rt", "rw", "kelurahan", "kecamatan", "kk", "phone")),
+]
+
 CITIZEN_SCHEMA: dict[str, Any] = {
     "type": "record",
     "name": "Citizen",
@@ -43,16 +51,7 @@ CITIZEN_SCHEMA: dict[str, Any] = {
         _optional("nik"),
         _optional("name"),
         {"name": "titles", "type": {"type": "array", "items": "string"}, "default": []},
-        _optional("birth_date", doc="ISO date"),
-        _optional("birth_place"),
-        _optional("sex", doc="L or P"),
-        _optional("street"),
-        _optional("rt"),
-        _optional("rw"),
-        _optional("kelurahan"),
-        _optional("kecamatan"),
-        _optional("kk"),
-        _optional("phone"),
+        *_IDENTITY_FIELDS,
         _optional("deceased", "boolean"),
         {"name": "lineage", "type": {"type": "map", "values": "string"}, "doc": "Field name to the record id that gave it."},
         {"name": "updated_ms", "type": "long", "doc": "Latest source change among the members (epoch ms)."},
@@ -122,16 +121,7 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
         _optional("nik"),
         _optional("name"),
         _optional("titles", {"type": "array", "items": "string"}),
-        _optional("birth_date", doc="ISO date"),
-        _optional("birth_place"),
-        _optional("sex", doc="L or P"),
-        _optional("street"),
-        _optional("rt"),
-        _optional("rw"),
-        _optional("kelurahan"),
-        _optional("kecamatan"),
-        _optional("kk"),
-        _optional("phone"),
+        *_IDENTITY_FIELDS,
         _optional("deceased", "boolean", "Life status, delivered to every agency; null when no trusted source says."),
         {"name": "verified_from", "type": {"type": "map", "values": "string"}, "doc": "Delivered field to the source that gave it."},
         {"name": "updated_ms", "type": "long", "doc": "The citizen's latest source change among its members (epoch ms)."},

@@ -34,6 +34,11 @@ class ConfigError(Exception):
     """A configuration problem, with a message that names the key and what is wrong."""
 
 
+def listed_twice(values: list[str]) -> list[str]:
+    """The values that occur more than once, sorted."""
+    return sorted({value for value in values if values.count(value) > 1})
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -163,7 +168,7 @@ class FeedbackSettings(_Section):
     @field_validator("fields")
     @classmethod
     def _each_field_once(cls, fields: list[str]) -> list[str]:
-        twice = sorted({f for f in fields if fields.count(f) > 1})
+        twice = listed_twice(fields)
         if twice:
             raise ValueError(f"listed twice: {', '.join(twice)}")
         return fields
@@ -284,7 +289,7 @@ class ApiSettings(_Section):
     @model_validator(mode="after")
     def _unique_agencies(self) -> "ApiSettings":
         names = [client.agency for client in self.clients]
-        twice = sorted({name for name in names if names.count(name) > 1})
+        twice = listed_twice(names)
         if twice:
             raise ValueError(f"clients: the agency {twice[0]!r} is listed twice")
         return self
@@ -338,7 +343,7 @@ class SimpulConfig(BaseSettings):
     @model_validator(mode="after")
     def _unique_sources(self) -> "SimpulConfig":
         names = [source.name for source in self.sources]
-        duplicated = sorted({name for name in names if names.count(name) > 1})
+        duplicated = listed_twice(names)
         if duplicated:
             raise ValueError(f"sources: the name {duplicated[0]!r} is used twice")
         return self

@@ -135,10 +135,29 @@ class SinkProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def ensure_gone(self) -> None:
+        """Kill the process if a failed test left it running."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
     def stop(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         assert self.process.wait(60) == 0, self.log.read_text()[-3000:]
+
+
+@pytest.fixture
+def sink_process(tmp_path: Path) -> Iterator[Any]:
+    """A factory of :class:`SinkProcess`; whatever is still running at the end is killed."""
+    made: list[SinkProcess] = []
+
+    def make(config: SimpulConfig, name: str) -> SinkProcess:
+        made.append(SinkProcess(config, tmp_path, name))
+        return made[-1]
+
+    yield make
+    for process in made:
+        process.ensure_gone()
 
 
 @pytest.fixture
@@ -231,7 +250,7 @@ def _expected(outputs: list[tuple[str, str, dict[str, Any] | None, int]]) -> dic
 @pytest.mark.stack
 @pytest.mark.slow
 def test_the_master_index_holds_the_latest_state_and_survives_kill_9(
-    stack_config: SimpulConfig, master_db: Any, unique_name: str, tmp_path: Path
+    stack_config: SimpulConfig, master_db: Any, sink_process: Any, unique_name: str
 ) -> None:
     outputs = _resolver_outputs(400, 11)
     kinds = {kind for kind, _, value, _ in outputs if value is None}
@@ -241,7 +260,7 @@ def test_the_master_index_holds_the_latest_state_and_survives_kill_9(
     expected = _expected(outputs)
 
     calm_config, calm_dsn = master_db("calm")
-    calm = SinkProcess(_topics_config(calm_config, unique_name, f"{unique_name}-calm"), tmp_path, "calm")
+    calm = sink_process(_topics_config(calm_config, unique_name, f"{unique_name}-calm"), "calm")
     calm.start()
     _wait_consumed(calm_dsn, total)
     calm.stop()
@@ -260,7 +279,7 @@ def test_the_master_index_holds_the_latest_state_and_survives_kill_9(
     # The same load, small batches, the sink killed twice mid-way: the same rows, the same history.
     rough_config, rough_dsn = master_db("rough")
     rough_config = rough_config.model_copy(update={"sinks": rough_config.sinks.model_copy(update={"batch_size": 100})})
-    rough = SinkProcess(_topics_config(rough_config, unique_name, f"{unique_name}-rough"), tmp_path, "rough")
+    rough = sink_process(_topics_config(rough_config, unique_name, f"{unique_name}-rough"), "rough")
     for fraction in (0.3, 0.7):
         rough.start()
         deadline = time.monotonic() + 120
@@ -278,7 +297,7 @@ def test_the_master_index_holds_the_latest_state_and_survives_kill_9(
 
 
 @pytest.mark.stack
-def test_a_newer_citizen_schema_and_an_unreadable_message(stack_config: SimpulConfig, master_db: Any, unique_name: str, tmp_path: Path) -> None:
+def test_a_newer_citizen_schema_and_an_unreadable_message(stack_config: SimpulConfig, master_db: Any, sink_process: Any, unique_name: str) -> None:
     config = _topics_config(stack_config, unique_name)
     _produce(config, [(CITIZEN, "C1", {**_citizen(["disdukcapil:public.penduduk:1"]), "master_id": "C1"}, 1_700_000_000_000)])
     newer = {**CITIZEN_SCHEMA, "fields": [*CITIZEN_SCHEMA["fields"], {"name": "religion", "type": ["null", "string"], "default": None}]}
@@ -293,7 +312,7 @@ def test_a_newer_citizen_schema_and_an_unreadable_message(stack_config: SimpulCo
     assert producer.flush(30) == 0
 
     master_config, dsn = master_db("schema")
-    sink = SinkProcess(_topics_config(master_config, unique_name), tmp_path, "schema")
+    sink = sink_process(_topics_config(master_config, unique_name), "schema")
     sink.start()
     _wait_consumed(dsn, 4)
     sink.stop()

@@ -1,7 +1,8 @@
 """The local stack's generated secrets and connection strings, kept in ``<home>/stack.env``.
 
-Passwords are generated once and then reused (the servers' data was initialised with them); the
-DSN lines are rewritten from the config on every call so a changed port or database shows up.
+Passwords and API keys are generated once and then reused (the servers' data was initialised with
+the passwords, and agencies keep their keys); the DSN lines are rewritten from the config on every
+call so a changed port or database shows up.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ def stack_env_path(config: SimpulConfig) -> Path:
 
 
 def ensure_stack_env(config: SimpulConfig) -> dict[str, str]:
-    """Read ``stack.env``, generate any missing password, write back the passwords plus a DSN per
-    source and for the master index (mode 0600), and return what the file now holds."""
+    """Read ``stack.env``, generate any missing password and API client key, write back the
+    passwords, the keys, a DSN per source and for the master index (mode 0600), and return what
+    the file now holds."""
     path = stack_env_path(config)
     existing = _read(path)
     pg, maria = config.stack.postgres, config.stack.mariadb
@@ -37,6 +39,8 @@ def ensure_stack_env(config: SimpulConfig) -> dict[str, str]:
             values[source.dsn_env] = _dsn("mysql", maria.user, maria_password, maria.port, source.database)
     master = config.sinks.master_index
     values[master.dsn_env] = _dsn("postgresql", pg.user, pg_password, pg.port, master.database)
+    for client in config.api.clients:
+        values[client.key_env] = existing.get(client.key_env) or secrets.token_urlsafe(32)
     if values != existing:
         _write(path, values)
     return values
