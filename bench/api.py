@@ -79,7 +79,7 @@ def seed(dsn: str, citizens: int, seed_value: int) -> list[dict[str, Any]]:
                 for person in population.persons:
                     household = population.household_of(person)
                     record_id = f"disdukcapil:public.penduduk:{person.nik}"
-                    mid = master_id(record_id)
+                    mid = master_id(record_id, b"bench master id key")
                     name = person.name.core.upper()
                     titles = [t for t in (person.name.title, person.name.degree) if t]
                     lineage = {field: record_id for field in ("nik", "name", "birth_date", "sex", "kk", "street", "deceased")}

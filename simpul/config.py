@@ -250,6 +250,14 @@ class ProcessorSettings(_Section):
     dlq_topic: str = Field("simpul.er.dlq", pattern=r"^[a-zA-Z0-9._\-]+$")
     session_timeout_s: float = Field(10.0, ge=1.0, le=300.0, description="How soon a killed worker's partitions move on.")
     rocksdb_cache_mb: int = Field(64, ge=8, le=8192, description="Block cache per table store (Faust's default is 2 GiB).")
+    master_id_key_env: str = Field("SIMPUL_MASTER_ID_KEY", pattern=_ENV_NAME, description="Variable holding the secret key of master ids (never change it).")
+
+    def master_id_key(self) -> bytes:
+        """The master ids' hash key, read from the environment (blake2b takes at most 64 bytes)."""
+        key = require_env(self.master_id_key_env, "processors.master_id_key_env").encode()
+        if len(key) > 64:
+            raise ConfigError(f"processors.master_id_key_env: the key in {self.master_id_key_env} is longer than 64 bytes")
+        return key
 
 
 class MasterIndexSettings(_Section):

@@ -43,6 +43,8 @@ DDL: list[str] = [
         indexed_at timestamptz NOT NULL)""",
     f"CREATE INDEX IF NOT EXISTS citizen_nik ON {SCHEMA}.citizen (nik)",
     f"CREATE INDEX IF NOT EXISTS citizen_name_birth ON {SCHEMA}.citizen (lower(name), birth_date)",
+    # The API's fuzzy search takes its candidates by birth date.
+    f"CREATE INDEX IF NOT EXISTS citizen_birth_date ON {SCHEMA}.citizen (birth_date)",
     f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.citizen_history (
         id bigserial PRIMARY KEY,
         master_id text NOT NULL,

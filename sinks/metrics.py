@@ -22,7 +22,7 @@ END_TO_END_SECONDS = Histogram(
     metric_name("sink", "end_to_end_latency", "seconds"),
     "From the source database's commit of a change to the sink's commit of its result.",
     ["sink"],
-    buckets=(0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+    buckets=(0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600),
 )
 CONSUMER_LAG = Gauge(metric_name("sink", "consumer_lag_messages"), "Messages on the topic not yet applied, summed over partitions.", ["sink", "topic"])
 DEAD_LETTERS = Counter(metric_name("sink", "dead_letters_total"), "Messages set aside (dead-letter table), by reason.", ["sink", "reason"])

@@ -210,7 +210,7 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
     outputs = {topic: app.topic(topic, key_serializer="raw", value_serializer="raw") for topic in encoders.topics}
     table_options = {"block_cache_size": p.rocksdb_cache_mb * 1024 * 1024}
     tables = {name: app.Table(f"er-{name}", partitions=1, options=table_options) for name in _TABLE_NAMES}
-    resolver = CitizenResolver(mapping, load_model(config), ResolverState(**tables), feedback_scopes=feedback_scopes(config))
+    resolver = CitizenResolver(mapping, load_model(config), ResolverState(**tables), p.master_id_key(), feedback_scopes=feedback_scopes(config))
 
     index_built = False
 

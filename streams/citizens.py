@@ -96,9 +96,13 @@ class ResolverState:
     index: dict[str, list[str]] = field(default_factory=dict)
 
 
-def master_id(anchor_record_id: str) -> str:
-    """The id of a citizen anchored at this record: a hash, so no identifier leaks through it."""
-    return "C" + hashlib.blake2b(anchor_record_id.encode(), digest_size=10).hexdigest()
+def master_id(anchor_record_id: str, key: bytes) -> str:
+    """The id of a citizen anchored at this record: a keyed hash (``processors.master_id_key_env``).
+
+    Unkeyed, the id could be reversed: a record id often holds a NIK, and NIKs are few enough to
+    hash them all. The key must never change, or every master id would.
+    """
+    return "C" + hashlib.blake2b(anchor_record_id.encode(), digest_size=10, key=key).hexdigest()
 
 
 def record_source(record_id: str) -> str:
@@ -135,12 +139,16 @@ class CitizenResolver:
         mapping: Mapping,
         model: FellegiSunterModel,
         state: ResolverState,
+        id_key: bytes,
         today: date | None = None,
         cache_size: int = 300_000,
         feedback_scopes: abc.Mapping[str, frozenset[str]] | None = None,
     ) -> None:
-        """``feedback_scopes``: source name to the golden fields its agency may see; a source
-        missing from it gets no feedback."""
+        """``id_key``: the secret key of :func:`master_id`; ``feedback_scopes``: source name to the
+        golden fields its agency may see; a source missing from it gets no feedback."""
+        if not id_key:
+            raise ValueError("the master id key is empty")
+        self.id_key = id_key
         self.mapping = mapping
         self.model = model
         self.state = state
@@ -447,7 +455,7 @@ class CitizenResolver:
         for component in components:
             entries = {r: records[r] for r in component}
             anchor = min(component, key=lambda r: (entries[r]["f"], r))
-            master = master_id(anchor)
+            master = master_id(anchor, self.id_key)
             new_masters.add(master)
             previous = {entries[r]["m"] for r in component if entries[r]["m"] is not None}
             if len([m for m in previous if m in citizens]) >= 2:

@@ -28,6 +28,7 @@ from simpul.streams.matching import FellegiSunterModel
 from simpul.streams.resolve import resolve
 
 TODAY = date(2026, 11, 1)
+ID_KEY = b"test master id key"
 MAPPING = load_mapping()
 # The shipped scopes: what the demo promises each agency is what these tests check.
 SHIPPED = Path(__file__).resolve().parents[1] / "simpul.yaml"
@@ -70,7 +71,7 @@ def city() -> tuple[list[RowChange], FellegiSunterModel, dict[str, str]]:
 
 
 def _run(changes: list[RowChange], model: FellegiSunterModel) -> tuple[CitizenResolver, list[Any]]:
-    resolver = CitizenResolver(MAPPING, model, ResolverState(), today=TODAY, feedback_scopes=SCOPES)
+    resolver = CitizenResolver(MAPPING, model, ResolverState(), ID_KEY, today=TODAY, feedback_scopes=SCOPES)
     results = [resolver.apply(change) for change in changes]
     return resolver, results
 
@@ -160,7 +161,7 @@ class _Feed:
 
 @pytest.fixture()
 def feed(city: Any) -> _Feed:
-    return _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), today=TODAY, feedback_scopes=SCOPES))
+    return _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), ID_KEY, today=TODAY, feedback_scopes=SCOPES))
 
 
 PD = ("disdukcapil", "public.penduduk")
@@ -174,7 +175,7 @@ def test_update_merges_then_splits_and_ids_follow_the_anchor(feed: _Feed) -> Non
     feed.put(*PS, "RM1", _pasien("RM1", None, "SITI AMINAH", "1990-12-15", "P"))
     records = feed.resolver.state.records
     citizen_a = records[f"disdukcapil:public.penduduk:{NIK_A}"]["m"]
-    assert citizen_a == master_id(f"disdukcapil:public.penduduk:{NIK_A}")
+    assert citizen_a == master_id(f"disdukcapil:public.penduduk:{NIK_A}", ID_KEY)
     assert records["dinkes:public.pasien:RM1"]["m"] != citizen_a
 
     # The clinic corrects its patient to the registry's man: the record moves, the citizens merge.
@@ -182,7 +183,7 @@ def test_update_merges_then_splits_and_ids_follow_the_anchor(feed: _Feed) -> Non
     assert merged.merges == 1
     assert records["dinkes:public.pasien:RM1"]["m"] == citizen_a  # the older citizen's id survives
     tombstones = [o.key for o in merged.outputs if o.kind == CITIZEN and o.value is None]
-    assert tombstones == [master_id("dinkes:public.pasien:RM1")]
+    assert tombstones == [master_id("dinkes:public.pasien:RM1", ID_KEY)]
     link = next(o.value for o in merged.outputs if o.kind == LINK and o.key == "dinkes:public.pasien:RM1")
     assert link["rule"] == "nik" and link["master_id"] == citizen_a and link["contributions"]
 
@@ -190,7 +191,7 @@ def test_update_merges_then_splits_and_ids_follow_the_anchor(feed: _Feed) -> Non
     split = feed.put(*PS, "RM1", _pasien("RM1", None, "SITI AMINAH", "1990-12-15", "P"))
     assert split.splits == 1
     assert records[f"disdukcapil:public.penduduk:{NIK_A}"]["m"] == citizen_a
-    assert records["dinkes:public.pasien:RM1"]["m"] == master_id("dinkes:public.pasien:RM1")
+    assert records["dinkes:public.pasien:RM1"]["m"] == master_id("dinkes:public.pasien:RM1", ID_KEY)
 
 
 def test_golden_record_follows_survivorship_with_lineage(feed: _Feed) -> None:
@@ -203,7 +204,7 @@ def test_golden_record_follows_survivorship_with_lineage(feed: _Feed) -> None:
     assert citizen["lineage"]["name"] == registry_id
     assert citizen["lineage"]["phone"] == "dinkes:public.pasien:RM7"
     # The clinic was first seen earlier: it anchors the citizen.
-    assert citizen["master_id"] == master_id("dinkes:public.pasien:RM7")
+    assert citizen["master_id"] == master_id("dinkes:public.pasien:RM7", ID_KEY)
     assert citizen["deceased"] is False and citizen["lineage"]["deceased"] == registry_id
 
 
@@ -215,7 +216,7 @@ def test_deleted_record_leaves_its_citizen_and_stale_events_are_ignored(feed: _F
     records = feed.resolver.state.records
     assert f"disdukcapil:public.penduduk:{NIK_A}" not in records
     # The anchor went with the registry record: the patient is now its own citizen.
-    assert records["dinkes:public.pasien:RM1"]["m"] == master_id("dinkes:public.pasien:RM1")
+    assert records["dinkes:public.pasien:RM1"]["m"] == master_id("dinkes:public.pasien:RM1", ID_KEY)
     assert any(o.kind == LINK and o.value is None for o in deleted.outputs)
     assert feed.resolver.apply(stale).stale
     # A replay of the delete itself is a repeat and changes nothing.
@@ -253,7 +254,7 @@ def test_an_index_rebuilt_from_the_records_continues_like_the_original(city: Any
     reference, _ = _run(changes, model)
     resolver, _ = _run(changes[:half], model)
     # A restarted worker keeps rows, records and citizens, and rebuilds the index from the records.
-    restarted = CitizenResolver(MAPPING, model, ResolverState(resolver.state.rows, resolver.state.records, resolver.state.citizens), today=TODAY)
+    restarted = CitizenResolver(MAPPING, model, ResolverState(resolver.state.rows, resolver.state.records, resolver.state.citizens), ID_KEY, today=TODAY)
     assert restarted.rebuild_index() == len(resolver.state.records)
     assert restarted.state.index == resolver.state.index
     for change in changes[half:]:
@@ -312,7 +313,7 @@ def test_a_linked_registration_hears_back_its_citizen_within_its_scope(feed: _Fe
     assert _latest(first.outputs, FEEDBACK)[registry_id]["titles"] == ["H."]  # the registry sees everything
     linked = feed.put(*AK, "5", _ak1(5, NIK_A, "SUGENG SANTOSA", "1984-04-11"))
     feedback = _latest(linked.outputs, FEEDBACK)
-    master = master_id(registry_id)
+    master = master_id(registry_id, ID_KEY)
     assert feedback[job_id]["master_id"] == feedback[registry_id]["master_id"] == master
     job = feedback[job_id]
     # Verified by the registry: its name and birth place, not the job centre's own spelling.
@@ -331,17 +332,17 @@ def test_merged_records_hear_their_new_master_id_and_a_deleted_one_a_tombstone(f
         feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11")),
         feed.put(*PS, "RM1", _pasien("RM1", None, "SUGENG SANTOSO", "1970-01-01")),
     ])
-    assert _latest(outputs, FEEDBACK)[patient_id]["master_id"] == master_id(patient_id)
+    assert _latest(outputs, FEEDBACK)[patient_id]["master_id"] == master_id(patient_id, ID_KEY)
     merged = feed.put(*PS, "RM1", _pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
     assert merged.merges == 1
     outputs += merged.outputs
     latest = _latest(outputs, FEEDBACK)
-    assert latest[patient_id]["master_id"] == latest[registry_id]["master_id"] == master_id(registry_id)
+    assert latest[patient_id]["master_id"] == latest[registry_id]["master_id"] == master_id(registry_id, ID_KEY)
     # The clinic may see the phone and the birth date, not the address the registry holds.
     patient = latest[patient_id]
     assert patient["phone"] == "6281234567890" and patient["birth_date"] == "1984-04-11"
     assert patient["street"] is None and patient["kelurahan"] is None
-    assert patient["updated_ms"] == feed.resolver.state.citizens[master_id(registry_id)]["value"]["updated_ms"]
+    assert patient["updated_ms"] == feed.resolver.state.citizens[master_id(registry_id, ID_KEY)]["value"]["updated_ms"]
 
     deleted = feed.put(*PS, "RM1", None)
     assert Output(FEEDBACK, patient_id, None) in deleted.outputs
@@ -362,13 +363,13 @@ def test_a_registry_death_reaches_the_aid_agency(feed: _Feed) -> None:
     died = feed.put(*PD, NIK_A, {**_penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"), "status_hidup": "MATI"})
     member = _latest(died.outputs, FEEDBACK)[member_id]
     assert member["deceased"] is True and member["verified_from"]["deceased"] == "disdukcapil"
-    assert member["master_id"] == master_id(f"disdukcapil:public.penduduk:{NIK_A}")
+    assert member["master_id"] == master_id(f"disdukcapil:public.penduduk:{NIK_A}", ID_KEY)
     assert member["updated_ms"] == feed.n * 1_000  # the death's own commit: the delay is measured from it
     assert member["kk"] == "3673010101100001" and member["phone"] is None and member["street"] is None
 
 
 def test_a_source_without_a_scope_hears_nothing(city: Any) -> None:
-    feed = _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), today=TODAY, feedback_scopes={"disdukcapil": frozenset()}))
+    feed = _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), ID_KEY, today=TODAY, feedback_scopes={"disdukcapil": frozenset()}))
     feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
     linked = feed.put(*PS, "RM1", _pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
     deleted = feed.put(*PS, "RM1", None)

@@ -25,7 +25,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from psycopg import sql
 
 from conftest import free_port, in_thread
-from test_citizens import TODAY, _batch_records, _source_rows
+from test_citizens import ID_KEY, TODAY, _batch_records, _source_rows
 from simpul.config import SimpulConfig, write_config
 from simpul.databases import connect_mysql, connect_postgres
 from simpul.kafka import client_config, create_topics, reliable_producer_config
@@ -106,7 +106,7 @@ def _resolver_outputs(citizens: int, seed: int) -> list[tuple[str, str, dict[str
         assert change.values is not None
         values = None if n % 2 else {k: ("X" if k in ("nama_lengkap", "nama") else v) for k, v in change.values.items()}
         changes.append(RowChange(change.source, change.table, change.key, "u" if values else "d", (later + n,), 1_700_000_100_000 + n, values))
-    resolver = CitizenResolver(load_mapping(), model, ResolverState(), today=TODAY)
+    resolver = CitizenResolver(load_mapping(), model, ResolverState(), ID_KEY, today=TODAY)
     outputs = []
     for change in changes:
         for output in resolver.apply(change).outputs:
@@ -324,7 +324,7 @@ def test_a_newer_citizen_schema_and_an_unreadable_message(stack_config: SimpulCo
     assert changes[1] == ("updated", {"name": {"old": "SITI AMINAH", "new": "SITI A"}, "attributes": {"old": {}, "new": {"religion": "ISLAM"}}})
     reasons = sorted(reason for _, reason in dead)
     assert len(reasons) == 2 and all(r.startswith("WireFormatError") for r in reasons) and {t for t, _ in dead} == {topic}
-    assert "magic byte" in reasons[0] and "not in the registry" in reasons[1]
+    assert any("magic byte" in r for r in reasons) and any("not in the registry" in r for r in reasons)
 
 
 def _feedback(record_id: str, master: str, **fields: Any) -> dict[str, Any]:

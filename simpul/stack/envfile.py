@@ -21,7 +21,7 @@ def stack_env_path(config: SimpulConfig) -> Path:
 
 
 def ensure_stack_env(config: SimpulConfig) -> dict[str, str]:
-    """Read ``stack.env``, generate any missing password and API client key, write back the
+    """Read ``stack.env``, generate any missing password, API client key and master id key, write back the
     passwords, the keys, a DSN per source and for the master index (mode 0600), and return what
     the file now holds."""
     path = stack_env_path(config)
@@ -41,6 +41,8 @@ def ensure_stack_env(config: SimpulConfig) -> dict[str, str]:
     values[master.dsn_env] = _dsn("postgresql", pg.user, pg_password, pg.port, master.database)
     for client in config.api.clients:
         values[client.key_env] = existing.get(client.key_env) or secrets.token_urlsafe(32)
+    id_key = config.processors.master_id_key_env
+    values[id_key] = existing.get(id_key) or secrets.token_urlsafe(32)
     if values != existing:
         _write(path, values)
     return values
