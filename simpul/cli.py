@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from simpul.config import ConfigError, SimpulConfig, load_config, load_env_file
+from simpul.supervisor import die_with_parent
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Simpul: the integration backbone for Kota Serang's agency databases.")
 stack_app = typer.Typer(no_args_is_help=True, help="The local stack of real servers (Kafka, PostgreSQL, MariaDB, schema registry, Prometheus).")
@@ -60,6 +61,7 @@ def _config() -> SimpulConfig:
 @app.callback()
 def _main(config: ConfigOption = None) -> None:
     _State.config_file = config
+    die_with_parent()
     level = os.environ.get("SIMPUL_LOG_LEVEL", "INFO").upper()
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"SIMPUL_LOG_LEVEL: unknown level {level!r} (use DEBUG, INFO, WARNING or ERROR)")

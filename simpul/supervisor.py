@@ -1,8 +1,13 @@
 """Child processes of the main job, supervised: started, restarted with back-off when they die,
-and stopped together (SIGTERM, then SIGKILL after a timeout) so that none outlives the job."""
+and stopped together (SIGTERM, then SIGKILL after a timeout) so that none outlives the job.
+
+A supervisor killed with SIGKILL cannot stop its children, so each child asks the kernel to send
+it SIGTERM when its parent dies (:func:`die_with_parent`, Linux's ``PR_SET_PDEATHSIG``): a
+restarted supervisor never finds the old children still running beside the new ones."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,6 +18,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_BACKOFF_S = 30.0
+PARENT_ENV = "SIMPUL_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a supervised child: be sent SIGTERM when the supervisor dies, however it dies.
+
+    Does nothing outside a supervisor or off Linux. If the supervisor is already gone (it died
+    between starting this process and this call), stop now rather than run as an orphan.
+    """
+    # Popped, so that a process this one starts does not take this one's parent for its own.
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise SystemExit("the supervisor is gone; not running as an orphan")
 
 
 @dataclass
@@ -50,7 +73,7 @@ class Supervisor:
 
     def __init__(self, children: Sequence[Child], env: dict[str, str] | None = None) -> None:
         self.children = list(children)
-        self.env = dict(env if env is not None else os.environ)
+        self.env = {**(env if env is not None else os.environ), PARENT_ENV: str(os.getpid())}
         self.stopped = False
 
     def start(self) -> None:

@@ -1,7 +1,8 @@
 """The local stack against real servers: Kafka (1 and 3 nodes), PostgreSQL and MariaDB.
 
-Each test config has its own home under ``.simpul/test-stack-*`` and ports in 39000-39999, so
-these tests never touch the developer's stack or the session stack of ``conftest.py``.
+Each test config has its own home under ``.simpul/test-stack-*`` and ports in 31000-31999, so
+these tests never touch the developer's stack or the session stack of ``conftest.py``; the range
+is below the kernel's ephemeral ports (32768 up), which any client connection may hold.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def round_trip(bootstrap: str, topic: str, partitions: int, replication: int, ac
 @pytest.fixture(scope="module")
 def single() -> Iterator[tuple[LocalStack, list[ServiceStatus]]]:
     """One 1-node Kafka + PostgreSQL + MariaDB stack for the module, always brought down."""
-    stack = fresh(stack_config("single", 39092, 39192, 39432, 39306))
+    stack = fresh(stack_config("single", 31092, 31192, 31432, 31306))
     try:
         yield stack, stack.up()
     finally:
@@ -121,11 +122,11 @@ def test_up_reports_every_service_running(single: tuple[LocalStack, list[Service
     stack, started = single
     by_name = {s.name: s for s in started}
     assert set(by_name) == {"kafka-1", "postgres", "mariadb", "registry", "prometheus"}
-    assert by_name["registry"].address == "http://127.0.0.1:39932"
-    assert by_name["prometheus"].address == "http://127.0.0.1:39090"
-    assert by_name["kafka-1"].address == "127.0.0.1:39092"
-    assert by_name["postgres"].address == "127.0.0.1:39432"
-    assert by_name["mariadb"].address == "127.0.0.1:39306"
+    assert by_name["registry"].address == "http://127.0.0.1:31932"
+    assert by_name["prometheus"].address == "http://127.0.0.1:31090"
+    assert by_name["kafka-1"].address == "127.0.0.1:31092"
+    assert by_name["postgres"].address == "127.0.0.1:31432"
+    assert by_name["mariadb"].address == "127.0.0.1:31306"
     assert all(s.running and s.pid for s in stack.status())
 
 
@@ -140,8 +141,8 @@ def test_env_file_holds_secrets_and_working_dsns(single: tuple[LocalStack, list[
     env = stack.env()
     path = stack.config.home / "stack.env"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert env["TEST_STACK_PG_DSN"].endswith("@127.0.0.1:39432/agency_pg")
-    assert env["TEST_STACK_MASTER_DSN"].endswith("@127.0.0.1:39432/test_master")
+    assert env["TEST_STACK_PG_DSN"].endswith("@127.0.0.1:31432/agency_pg")
+    assert env["TEST_STACK_MASTER_DSN"].endswith("@127.0.0.1:31432/test_master")
     assert env["TEST_STACK_MY_DSN"].startswith("mysql://simpul:")
     with psycopg.connect(env["TEST_STACK_MASTER_DSN"]) as conn:
         assert conn.execute("SELECT current_database()").fetchone() == ("test_master",)
@@ -156,7 +157,7 @@ def test_env_file_holds_secrets_and_working_dsns(single: tuple[LocalStack, list[
 
 def test_kafka_produce_consume_round_trip(single: tuple[LocalStack, list[ServiceStatus]]) -> None:
     topic = f"test-stack-{uuid.uuid4().hex[:8]}"
-    received = round_trip("127.0.0.1:39092", topic, partitions=1, replication=1, acks="all")
+    received = round_trip("127.0.0.1:31092", topic, partitions=1, replication=1, acks="all")
     assert received == [b"message-0", b"message-1", b"message-2"]
 
 
@@ -177,7 +178,7 @@ def test_postgres_is_ready_for_logical_decoding(single: tuple[LocalStack, list[S
 def test_mariadb_has_a_full_row_binlog(single: tuple[LocalStack, list[ServiceStatus]]) -> None:
     stack, _ = single
     password = stack.env()["TEST_STACK_MARIADB_PASSWORD"]
-    with pymysql.connect(host="127.0.0.1", port=39306, user="simpul", password=password) as conn, conn.cursor() as cur:
+    with pymysql.connect(host="127.0.0.1", port=31306, user="simpul", password=password) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@binlog_row_metadata, @@local_infile, "
             "@@bind_address"
@@ -198,8 +199,8 @@ def test_busy_port_is_named(service: str) -> None:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        ports = {"kafka": (port, 39710, 39720, 39730), "postgres": (39700, 39710, port, 39730),
-                 "mariadb": (39700, 39710, 39720, port), "registry": (39700, 39710, port - 500, 39730)}[service]
+        ports = {"kafka": (port, 31710, 31720, 31730), "postgres": (31700, 31710, port, 31730),
+                 "mariadb": (31700, 31710, 31720, port), "registry": (31700, 31710, port - 500, 31730)}[service]
         config = stack_config("busy", *ports)
         with pytest.raises(StackError, match=rf"port {port} .*in use") as error:
             LocalStack(config).up(services=(service,))
@@ -233,12 +234,12 @@ def test_down_stops_everything(single: tuple[LocalStack, list[ServiceStatus]]) -
 
 
 def test_three_node_kafka_cluster() -> None:
-    stack = fresh(stack_config("kraft3", 39500, 39600, 39532, 39506))
+    stack = fresh(stack_config("kraft3", 31500, 31600, 31532, 31506))
     try:
         started = stack.up(services=("kafka",), kafka_nodes=3)
         assert [s.name for s in started] == ["kafka-1", "kafka-2", "kafka-3"]
-        assert [s.address for s in started] == ["127.0.0.1:39500", "127.0.0.1:39501", "127.0.0.1:39502"]
-        bootstrap = "127.0.0.1:39500,127.0.0.1:39501,127.0.0.1:39502"
+        assert [s.address for s in started] == ["127.0.0.1:31500", "127.0.0.1:31501", "127.0.0.1:31502"]
+        bootstrap = "127.0.0.1:31500,127.0.0.1:31501,127.0.0.1:31502"
         assert set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).brokers) == {1, 2, 3}
 
         topic = f"test-stack-rf3-{uuid.uuid4().hex[:8]}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,3 +28,23 @@ def test_a_dying_child_is_restarted_with_back_off_and_all_stop(tmp_path: Path) -
     killed = supervisor.stop(timeout=2)
     assert killed == ["stubborn"]
     assert not any(child.running for child in (dies, lives, stubborn))
+
+
+def test_children_stop_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    sleeper = "from simpul.supervisor import die_with_parent; die_with_parent(); import time; time.sleep(120)"
+    script = (
+        "import sys, time; from pathlib import Path; from simpul.supervisor import Child, Supervisor\n"
+        f"s = Supervisor([Child('sleeper', [sys.executable, '-c', {sleeper!r}], Path({str(tmp_path / 'sleeper.log')!r}))])\n"
+        "s.start(); print(s.children[0].process.pid, flush=True); time.sleep(120)\n"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert supervisor.stdout is not None
+    child = int(supervisor.stdout.readline())
+    time.sleep(1.0)  # the child has called die_with_parent
+    os.kill(child, 0)
+    supervisor.send_signal(signal.SIGKILL)
+    supervisor.wait(10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and "Z" not in Path(f"/proc/{child}/stat").read_text().split(")")[1][:3]:
+        assert time.monotonic() < deadline, "the child outlived its killed supervisor"
+        time.sleep(0.1)
