@@ -9,7 +9,8 @@ corrected.
 Feedback (:data:`FEEDBACK_SCHEMA`) is one topic per agency (``sources[].feedback``): for each
 record the agency holds, its master id, its life status, and the verified golden fields the
 agency may see; a field outside the agency's scope is always null, whatever the golden record
-holds. ``verified_from`` names the source of each delivered field, and ``updated_ms`` is the
+holds. ``verified_from`` says where each delivered field came from (the registry, the agency
+itself, or ``another_agency``), and ``updated_ms`` is the
 citizen's latest source change, so a consumer can measure the end-to-end delay.
 """
 

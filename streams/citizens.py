@@ -105,19 +105,30 @@ def master_id(anchor_record_id: str, key: bytes) -> str:
     return "C" + hashlib.blake2b(anchor_record_id.encode(), digest_size=10, key=key).hexdigest()
 
 
+def _named(source: str, named: abc.Set[str]) -> str:
+    return source if source in named else OTHER_AGENCY
+
+
 def record_source(record_id: str) -> str:
     """The source a record id (``source:table:key``) belongs to."""
     return record_id.split(":", 1)[0]
 
 
-def feedback_value(citizen: abc.Mapping[str, Any], record_id: str, record: abc.Mapping[str, Any], scope: abc.Set[str]) -> dict[str, Any]:
+OTHER_AGENCY = "another_agency"
+
+
+def feedback_value(
+    citizen: abc.Mapping[str, Any], record_id: str, record: abc.Mapping[str, Any], scope: abc.Set[str], registry: str,
+) -> dict[str, Any]:
     """What the agency holding ``record`` hears back about it from its citizen's message.
 
     Fields outside ``scope`` are null whatever the golden record holds; life status is always
-    delivered; ``verified_from`` names the source of each delivered field only, so lineage
-    says nothing about the fields the agency may not see.
+    delivered; ``verified_from`` says where each delivered field came from, naming only the
+    ``registry`` or the agency itself: that a clinic gave a job seeker's phone would tell the
+    job agency the person is a patient, so any other source is ``another_agency``.
     """
     lineage = citizen["lineage"]
+    named = {registry, record["source"]}
     delivered = [name for name in FEEDBACK_FIELDS if name in scope] + ["deceased"]
     return {
         "record_id": record_id,
@@ -126,7 +137,7 @@ def feedback_value(citizen: abc.Mapping[str, Any], record_id: str, record: abc.M
         "master_id": citizen["master_id"],
         **{name: citizen[name] if name in scope else None for name in FEEDBACK_FIELDS},
         "deceased": citizen["deceased"],
-        "verified_from": {name: record_source(lineage[name]) for name in delivered if name in lineage},
+        "verified_from": {name: _named(record_source(lineage[name]), named) for name in delivered if name in lineage},
         "updated_ms": citizen["updated_ms"],
     }
 
@@ -155,6 +166,8 @@ class CitizenResolver:
         self.today = today or date.today()
         self.scorer = PairScorer(model)
         self.survivorship = Survivorship(mapping.survivorship or _DEFAULT_SURVIVORSHIP)
+        # The most trusted source: the one a feedback message may name as having verified a field.
+        self.registry = (mapping.survivorship or _DEFAULT_SURVIVORSHIP).default_sources[0]
         self.max_block_size = model.settings.max_block_size
         # Parsed records by id, most recently used last: a candidate is read for every change in
         # its blocks, and a store read plus parsing costs more than the comparison itself.
@@ -542,7 +555,7 @@ class CitizenResolver:
             record = entries[record_id]["rec"]
             scope = self.feedback_scopes.get(record["source"])
             if scope is not None:
-                result.outputs.append(Output(FEEDBACK, record_id, feedback_value(value, record_id, record, scope)))
+                result.outputs.append(Output(FEEDBACK, record_id, feedback_value(value, record_id, record, scope, self.registry)))
         for kind in sorted(old_issues - set(issues)):
             result.outputs.append(Output(QUALITY, f"{master}|{kind}", None))
         for kind, record_ids in sorted(issues.items()):

@@ -277,7 +277,7 @@ _CITIZEN = {
 
 def test_feedback_value_carries_the_scope_life_status_and_lineage_of_delivered_fields_only() -> None:
     record = {"source": "dinsos", "table": "bansos.anggota_penerima", "record_key": "9"}
-    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset({"nik", "name", "kk"}))
+    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset({"nik", "name", "kk"}), "disdukcapil")
     assert value["record_id"] == "dinsos:bansos.anggota_penerima:9" and value["table"] == "bansos.anggota_penerima" and value["record_key"] == "9"
     assert value["master_id"] == "C1" and value["updated_ms"] == 1_700_000_000_123
     assert {f: value[f] for f in FEEDBACK_FIELDS if value[f] is not None} == {"nik": NIK_A, "name": "SUGENG SANTOSO", "kk": "3673010101100001"}
@@ -285,12 +285,15 @@ def test_feedback_value_carries_the_scope_life_status_and_lineage_of_delivered_f
     # The phone's source (a clinic) is not said to an agency that may not see the phone.
     assert value["verified_from"] == {"nik": "disdukcapil", "name": "disdukcapil", "kk": "disdukcapil", "deceased": "disdukcapil"}
     # No scope: only the master id and life status.
-    bare = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset())
+    bare = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(), "disdukcapil")
     assert all(bare[f] is None for f in FEEDBACK_FIELDS) and bare["verified_from"] == {"deceased": "disdukcapil"}
     # The message is exactly what the registered schema describes.
-    everything = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(FEEDBACK_FIELDS))
+    everything = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(FEEDBACK_FIELDS), "disdukcapil")
     assert [f["name"] for f in FEEDBACK_SCHEMA["fields"]] == list(everything)
-    assert everything["verified_from"]["phone"] == "dinkes" and everything["titles"] == ["H."]
+    # A field from an agency other than the registry and the receiver does not name that agency.
+    assert everything["verified_from"]["phone"] == "another_agency" and everything["titles"] == ["H."]
+    patient = feedback_value(_CITIZEN, "dinkes:public.pasien:RM1", {**record, "source": "dinkes"}, frozenset(FEEDBACK_FIELDS), "disdukcapil")
+    assert patient["verified_from"]["phone"] == "dinkes"
     for message in (value, bare, everything):
         assert fastavro.validate(message, fastavro.parse_schema(FEEDBACK_SCHEMA), raise_errors=True)
 
@@ -399,8 +402,8 @@ def test_feedback_goes_to_the_topic_of_the_records_source_tombstones_included() 
 
     config = load_config(SHIPPED)
     encoders = OutputEncoders(config, SchemaRegistrar(Registry()))
-    record = {"table": "bansos.anggota_penerima", "record_key": "9"}
-    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, SCOPES["dinsos"])
+    record = {"source": "dinsos", "table": "bansos.anggota_penerima", "record_key": "9"}
+    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, SCOPES["dinsos"], "disdukcapil")
     topic, key, encoded = encoders.encode(Output(FEEDBACK, "dinsos:bansos.anggota_penerima:9", value))
     assert topic == config.source("dinsos").feedback_topic == "simpul.feedback.dinsos" and key and encoded
     assert encoders.encode(Output(FEEDBACK, "disnaker:disnaker.ak1_pencari_kerja:5", None))[::2] == ("simpul.feedback.disnaker", None)
