@@ -198,11 +198,12 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
                     if schema_id not in converters:
                         converters[schema_id] = value_converters(_json_schema(client, schema_id))
                     change = row_change(where.source, where.table, where.key_column, envelope, converters[schema_id])
+                    encoded = change.to_json()
                 except (ChangeError, WireFormatError, ValueError, KeyError, TypeError, EOFError) as exc:
                     await dead_letter("router", _reason(exc), event)
                     continue
                 metrics.ROUTED.labels(where.source, where.table).inc()
-                await changes.send(key=change.row_id.encode(), value=change.to_json())
+                await changes.send(key=change.row_id.encode(), value=encoded)
 
         return app
 
