@@ -119,16 +119,15 @@ class Load:
     """Sends planned calls at a fixed rate from keep-alive connections, one per worker thread;
     worker ``k`` sends calls ``k, k + WORKERS, ...`` each at its scheduled time."""
 
-    def __init__(self, host: str, port: int, keys: dict[str, str]) -> None:
-        self.host, self.port, self.keys = host, port, keys
+    def __init__(self, host: str, port: int, keys: dict[str, str], purpose: str = PURPOSE) -> None:
+        self.host, self.port, self.keys, self.purpose = host, port, keys, purpose
         self.latencies_ms: dict[str, list[float]] = {}
-        self.errors = 0
+        self.statuses: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def run(self, calls: list[Call], rate: float) -> float:
         """Send every call; the seconds from the first scheduled send to the last response."""
-        self.latencies_ms = {}
-        self.errors = 0
+        self.latencies_ms, self.statuses = {}, {}
         start = time.perf_counter() + 0.2
         threads = [threading.Thread(target=self._worker, args=(calls[k::WORKERS], start, k, rate)) for k in range(WORKERS)]
         for thread in threads:
@@ -137,6 +136,11 @@ class Load:
             thread.join()
         return time.perf_counter() - start
 
+    @property
+    def errors(self) -> int:
+        """Calls answered with anything but 200, or not answered."""
+        return sum(n for status, n in self.statuses.items() if status != "200")
+
     def _worker(self, calls: list[Call], start: float, first: int, rate: float) -> None:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         for n, call in enumerate(calls):
@@ -144,20 +148,20 @@ class Load:
             pause = scheduled - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
-            headers = {"X-API-Key": self.keys[call.agency], "X-Purpose": PURPOSE, "Content-Type": "application/json"}
+            headers = {"X-API-Key": self.keys[call.agency], "X-Purpose": self.purpose, "Content-Type": "application/json"}
             try:
                 conn.request(call.method, call.path, body=call.body, headers=headers)
                 response = conn.getresponse()
                 response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
+                status = str(response.status)
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                ok = False
+                status = type(exc).__name__
             elapsed_ms = (time.perf_counter() - scheduled) * 1000
             with self._lock:
                 self.latencies_ms.setdefault(call.kind, []).append(elapsed_ms)
-                self.errors += not ok
+                self.statuses[status] = self.statuses.get(status, 0) + 1
         conn.close()
 
 

@@ -65,6 +65,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bench.api import Load, plan
 from bench.harness import ConnectorProcess, Offsets, SimpulProcess, delete_topics_and_groups, free_port_range, lag, percentile, write_results
 from simpul.config import SimpulConfig, load_config, load_env_file
 from simpul.databases import copy_sources
@@ -83,7 +84,6 @@ FULL_CITY = 768_377
 INITIAL_TIMEOUT_S = 3600
 DRAIN_TIMEOUT_S = 120
 WRITEBACK_WAIT_S = 60
-API_WORKERS = 8
 API_WARM_UP_S = 3
 API_PURPOSE = "benchmark e2e"
 LATENCY_BUCKETS = "simpul_sink_end_to_end_latency_seconds_bucket"
@@ -211,78 +211,6 @@ class Stages:
 
 
 # --- the lookup API load ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Call:
-    kind: str
-    method: str
-    path: str
-    body: bytes | None
-    agency: str
-
-
-def plan_calls(targets: list[dict[str, Any]], agencies: list[str], count: int, rng: random.Random) -> list[Call]:
-    """``count`` requests: 40% by NIK, 40% by master id, 20% by name and birth date."""
-    calls = []
-    for _ in range(count):
-        target, agency, draw = rng.choice(targets), rng.choice(agencies), rng.random()
-        if draw < 0.4:
-            calls.append(Call("by_nik", "POST", "/v1/citizens/lookup", json.dumps({"nik": target["nik"]}).encode(), agency))
-        elif draw < 0.8:
-            calls.append(Call("by_id", "GET", f"/v1/citizens/{target['master_id']}", None, agency))
-        else:
-            body = json.dumps({"name": target["name"], "birth_date": target["birth_date"]}).encode()
-            calls.append(Call("search", "POST", "/v1/citizens/search", body, agency))
-    return calls
-
-
-class ApiLoad:
-    """Sends planned calls at a fixed rate from keep-alive connections, one per worker thread."""
-
-    def __init__(self, host: str, port: int, keys: dict[str, str]) -> None:
-        self.host, self.port, self.keys = host, port, keys
-        self.latencies_ms: dict[str, list[float]] = {}
-        self.statuses: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def run(self, calls: list[Call], rate: float) -> float:
-        """Send every call; the seconds from the first scheduled send to the last response."""
-        self.latencies_ms, self.statuses = {}, {}
-        start = time.perf_counter() + 0.2
-        threads = [threading.Thread(target=self._worker, args=(calls[k::API_WORKERS], start, k, rate)) for k in range(API_WORKERS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return time.perf_counter() - start
-
-    @property
-    def errors(self) -> int:
-        return sum(n for status, n in self.statuses.items() if status != "200")
-
-    def _worker(self, calls: list[Call], start: float, first: int, rate: float) -> None:
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-        for n, call in enumerate(calls):
-            scheduled = start + (first + n * API_WORKERS) / rate
-            pause = scheduled - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-            headers = {"X-API-Key": self.keys[call.agency], "X-Purpose": API_PURPOSE, "Content-Type": "application/json"}
-            try:
-                conn.request(call.method, call.path, body=call.body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = str(response.status)
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-                status = type(exc).__name__
-            elapsed_ms = (time.perf_counter() - scheduled) * 1000
-            with self._lock:
-                self.latencies_ms.setdefault(call.kind, []).append(elapsed_ms)
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-        conn.close()
 
 
 def wait_healthy(server: SimpulProcess, host: str, port: int, timeout: float) -> float:
@@ -606,11 +534,11 @@ def main() -> None:
         figures["api_start_seconds"] = round(wait_healthy(api, config.api.host, api_port, 60), 1)
         figures["api_pipeline_drained"] = drained
         rng = random.Random(seed)
-        load = ApiLoad(config.api.host, api_port, keys)
+        load = Load(config.api.host, api_port, keys, API_PURPOSE)
         agencies = sorted(keys)
-        load.run(plan_calls(targets, agencies, int(args.api_rate * API_WARM_UP_S), rng), args.api_rate)
+        load.run(plan(targets, agencies, int(args.api_rate * API_WARM_UP_S), rng), args.api_rate)
         api.reset_rss()
-        calls = plan_calls(targets, agencies, int(args.api_rate * args.api_seconds), rng)
+        calls = plan(targets, agencies, int(args.api_rate * args.api_seconds), rng)
         with progress(f"API load at {args.api_rate:g} requests/s", int(args.api_seconds), unit="s") as bar:
             ticker_stop = threading.Event()
 
