@@ -25,7 +25,6 @@ import http.client
 import json
 import random
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -37,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bench.harness import SimpulProcess, percentile, write_results
+from bench.harness import SimpulProcess, free_port_range, percentile, write_results
 from simpul.config import SimpulConfig, load_config, load_env_file
 from simpul.metrics import COMPONENT_PORT_OFFSETS
 from simpul.seed.population import generate_population
@@ -165,13 +164,6 @@ class Load:
         conn.close()
 
 
-def free_port() -> int:
-    """A loopback port the kernel says is free now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def wait_healthy(server: SimpulProcess, host: str, port: int, timeout: float) -> None:
     """Return once ``/health`` answers 200; exit the benchmark with the log tail if it does not."""
     deadline = time.monotonic() + timeout
@@ -192,8 +184,8 @@ def api_config(base: SimpulConfig, database: str, dsn_env: str) -> SimpulConfig:
     master = base.sinks.master_index.model_copy(update={"dsn_env": dsn_env, "database": database})
     return base.model_copy(update={
         "sinks": base.sinks.model_copy(update={"master_index": master}),
-        "api": base.api.model_copy(update={"port": free_port()}),
-        "metrics": base.metrics.model_copy(update={"port": free_port() - COMPONENT_PORT_OFFSETS["api"]}),
+        "api": base.api.model_copy(update={"port": free_port_range(1, 40_001, 45_000)}),
+        "metrics": base.metrics.model_copy(update={"port": free_port_range(len(COMPONENT_PORT_OFFSETS))}),
     })
 
 

@@ -30,7 +30,7 @@ from simpul.schemas.wire import ConfluentAvroDecoder, WireFormatError
 from simpul.sinks import metrics
 from simpul.sinks.master_schema import GOLDEN_COLUMNS, OFFSETS, SCHEMA, ensure_schema
 from simpul.sinks.offsets import Partition, unconsumed
-from simpul.sinks.runner import SinkMessage, WriteResult
+from simpul.sinks.runner import SinkMessage, WriteResult, utc_from_ms
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class MasterIndexSink:
                 changed_keys.add(d.key)
                 kind, changed = change
                 m = d.message
-                source_at = _ts(m.source_ts_ms) if m.source_ts_ms else (_ts(new["updated_ms"]) if new else None)
+                source_at = utc_from_ms(m.source_ts_ms) if m.source_ts_ms else (utc_from_ms(new["updated_ms"]) if new else None)
                 history.append((d.key, versions[d.key], kind, Jsonb(changed), m.topic, m.partition, m.offset, source_at))
             current[d.key] = new
         # A message that only moves the source time still updates the row (not the history).
@@ -206,7 +206,7 @@ class MasterIndexSink:
             cursor.executemany(
                 f"INSERT INTO {SCHEMA}.citizen ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
                 f"ON CONFLICT (master_id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in columns[1:])}",
-                [(*_citizen_params(row), versions[k], _ts(row["updated_ms"]), now) for k, row in upserts],
+                [(*_citizen_params(row), versions[k], utc_from_ms(row["updated_ms"]), now) for k, row in upserts],
             )
         if deletes:
             cursor.execute(f"DELETE FROM {SCHEMA}.citizen WHERE master_id = ANY(%s)", (deletes,))
@@ -230,7 +230,7 @@ class MasterIndexSink:
                 "master_id = EXCLUDED.master_id, rule = EXCLUDED.rule, matched_record_id = EXCLUDED.matched_record_id, probability = EXCLUDED.probability, "
                 "weight = EXCLUDED.weight, contributions = EXCLUDED.contributions, source_updated_at = EXCLUDED.source_updated_at, indexed_at = EXCLUDED.indexed_at",
                 [(v["record_id"], v["source"], v["table"], v["record_key"], v["master_id"], v["rule"], v.get("matched_record_id"),
-                  v.get("probability"), v.get("weight"), Jsonb(v.get("contributions") or {}), _ts(v["updated_ms"]), now) for v in upserts],
+                  v.get("probability"), v.get("weight"), Jsonb(v.get("contributions") or {}), utc_from_ms(v["updated_ms"]), now) for v in upserts],
             )
         if deletes:
             cursor.execute(f"DELETE FROM {SCHEMA}.record_link WHERE record_id = ANY(%s)", (deletes,))
@@ -269,7 +269,7 @@ class MasterIndexSink:
                 f"INSERT INTO {SCHEMA}.quality_issue (issue_key, issue, master_id, record_ids, detected_at, indexed_at) VALUES (%s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (issue_key) DO UPDATE SET issue = EXCLUDED.issue, master_id = EXCLUDED.master_id, record_ids = EXCLUDED.record_ids, "
                 "detected_at = EXCLUDED.detected_at, indexed_at = EXCLUDED.indexed_at",
-                [(k, v["issue"], v.get("master_id"), list(v["record_ids"]), _ts(v["detected_ms"]), now) for k, v in upserts],
+                [(k, v["issue"], v.get("master_id"), list(v["record_ids"]), utc_from_ms(v["detected_ms"]), now) for k, v in upserts],
             )
         if deletes:
             cursor.execute(f"DELETE FROM {SCHEMA}.quality_issue WHERE issue_key = ANY(%s)", (deletes,))
@@ -329,10 +329,6 @@ def _from_db(row: dict[str, Any]) -> dict[str, Any]:
         out["birth_date"] = out["birth_date"].isoformat()
     out["updated_ms"] = round(row["source_updated_at"].timestamp() * 1000)
     return out
-
-
-def _ts(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
 
 
 def _json_safe(value: Any) -> Any:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -24,7 +25,7 @@ from simpul.schemas.resolution import SOURCE_TS_HEADER
 from simpul.kafka import client_config
 from simpul.shutdown import Shutdown
 from simpul.sinks import metrics
-from simpul.sinks.offsets import Partition
+from simpul.sinks.offsets import Partition, next_offsets
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ class SinkMessage:
             if name == SOURCE_TS_HEADER and raw:
                 source_ts = int(raw)
         return cls(message.topic(), message.partition(), message.offset(), message.key(), message.value(), source_ts)
+
+
+def utc_from_ms(epoch_ms: int) -> datetime:
+    """An epoch-milliseconds time (as the resolver's messages carry them) as an aware UTC datetime."""
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
 
 
 @dataclass
@@ -137,10 +143,8 @@ class SinkRunner:
         metrics.TRANSACTION_SECONDS.labels(sink).observe(time.perf_counter() - started)
         for seconds in result.latencies_s:
             metrics.END_TO_END_SECONDS.labels(sink).observe(seconds)
-        committed = {}
-        for m in batch:
-            committed[(m.topic(), m.partition())] = m.offset() + 1
         # Only for lag tools; the database's offsets are the ones the sink resumes from.
+        committed = next_offsets(messages)
         self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in committed.items()], asynchronous=True)
         return True
 

@@ -24,7 +24,7 @@ from simpul.databases import connect_mysql, connect_postgres
 from simpul.schemas.wire import ConfluentAvroDecoder, WireFormatError
 from simpul.sinks import metrics
 from simpul.sinks.offsets import Partition, SinkOffsets, unconsumed
-from simpul.sinks.runner import SinkMessage, WriteResult
+from simpul.sinks.runner import SinkMessage, WriteResult, utc_from_ms
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def ref_row(value: dict[str, Any]) -> tuple[Any, ...]:
     fields = [", ".join(value.get("titles") or []) or None if name == "titles" else value.get(name) for name in FIELDS]
     return (
         value["table"], value["record_key"], value["master_id"], *fields, value.get("deceased"),
-        json.dumps(value.get("verified_from") or {}, sort_keys=True), _ts(value["updated_ms"]),
+        json.dumps(value.get("verified_from") or {}, sort_keys=True), utc_from_ms(value["updated_ms"]),
     )
 
 
@@ -159,7 +159,3 @@ class AgencyWriteBack:
                     + ", ".join(f"{c} = EXCLUDED.{c}" for c in updates))
         return (f"INSERT INTO {self.table} ({', '.join(columns)}) VALUES ({values}) ON DUPLICATE KEY UPDATE "
                 + ", ".join(f"{c} = VALUES({c})" for c in updates))
-
-
-def _ts(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC)
