@@ -250,6 +250,9 @@ class ProcessorSettings(_Section):
     dlq_topic: str = Field("simpul.er.dlq", pattern=r"^[a-zA-Z0-9._\-]+$")
     session_timeout_s: float = Field(10.0, ge=1.0, le=300.0, description="How soon a killed worker's partitions move on.")
     rocksdb_cache_mb: int = Field(64, ge=8, le=8192, description="Block cache per table store (Faust's default is 2 GiB).")
+    batch_size: int = Field(500, ge=1, le=100_000, description="Most CDC events the router reads at once and row changes it sends as one message; the resolver writes its state and outputs once per message.")
+    batch_ms: int = Field(50, ge=1, le=10_000, description="How long the router waits to fill a batch; the latency it may add.")
+    state_cache_entries: int = Field(100_000, ge=0, le=100_000_000, description="Entries per resolver table kept decoded in memory.")
     master_id_key_env: str = Field("SIMPUL_MASTER_ID_KEY", pattern=_ENV_NAME, description="Variable holding the secret key of master ids (never change it).")
 
     def master_id_key(self) -> bytes:

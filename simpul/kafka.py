@@ -29,6 +29,20 @@ def reliable_producer_config(base: Mapping[str, Any]) -> ClientConfig:
     return {**base, "enable.idempotence": True, "acks": "all"}
 
 
+def committing_consumer_config(base: Mapping[str, Any], group: str) -> ClientConfig:
+    """A consumer in ``group`` that commits its offsets itself, once what it consumed is safe
+    elsewhere, and starts from the beginning when the group has none (reading committed data only)."""
+    return {
+        **base,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "session.timeout.ms": 10_000,
+        "fetch.wait.max.ms": 50,
+    }
+
+
 def create_topics(base: Mapping[str, Any], topics: Sequence[NewTopic], timeout_s: float = 30.0) -> None:
     """Create ``topics`` unless they exist, then wait until every partition has a leader.
 

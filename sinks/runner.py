@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from simpul.config import SimpulConfig
 from simpul.schemas.resolution import SOURCE_TS_HEADER
-from simpul.kafka import client_config
+from simpul.kafka import client_config, committing_consumer_config
 from simpul.shutdown import Shutdown
 from simpul.sinks import metrics
 from simpul.sinks.offsets import Partition, next_offsets
@@ -92,17 +92,7 @@ class SinkRunner:
         self.target = target
         self.batch_size = batch_size
         self.wait_s = wait_s
-        self.consumer = Consumer(client_config(
-            config.kafka,
-            **{
-                "group.id": consumer,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "session.timeout.ms": 10_000,
-                "fetch.wait.max.ms": 50,
-            },
-        ))
+        self.consumer = Consumer(committing_consumer_config(client_config(config.kafka), consumer))
         self._assigned: list[TopicPartition] = []
 
     def run(self, shutdown: Shutdown) -> None:

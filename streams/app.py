@@ -1,112 +1,54 @@
-"""The Faust application: a router and a resolver agent, their durable tables and topics.
+"""The resolver: a Faust agent over durable tables, from row changes to golden citizens.
 
-- **router** reads the agencies' CDC topics (any partition count), decodes the Debezium Avro
-  events and forwards each as a compact :class:`RowChange` to one single-partition changes topic.
-  It keeps no state, so it scales with the CDC topics' partitions.
-- **resolver** applies the row changes in order to :class:`CitizenResolver`, whose stores are
-  durable Faust tables (``rocksdb://``, backed by compacted changelog topics), and writes the
-  citizens, links, review items and data-quality issues (Avro, registered) to compacted topics,
-  and to each agency's feedback topic what it may hear back about its records.
-  The citizen graph is one consistent whole, so the resolver reads one partition; the comparison
-  work is near-linear (blocking) and a worker restarts from its local store, not from history.
+The resolver applies the row changes the router (:mod:`simpul.streams.router`) sends, in order,
+to :class:`CitizenResolver`, whose stores are durable Faust tables (``rocksdb://``, backed by
+compacted changelog topics), and writes the citizens, links, review items and data-quality issues
+(Avro, registered) to compacted topics, and to each agency's feedback topic what it may hear back
+about its records. Every message it reads is a batch of changes: its tables are read through a
+cache and written once per key per batch (:class:`WriteBehindTable`), and each output key's last
+message in the batch is sent (:class:`OutputBatch`), through librdkafka
+(:class:`ConfirmedProducer`), before the message's offset may be committed.
 
-Each role is its own Faust app and process (``simpul streams run --role``; without it both run
-as supervised children): one consumer fetching the CDC backlog and the changes topic together
-starved the changes topic, and two processes use two cores.
+The citizen graph is one consistent whole, so the resolver reads one partition; the comparison
+work is near-linear (blocking) and a worker restarts from its local store, not from history.
+Router and resolver are separate processes (``simpul streams run --role``; without it both run as
+supervised children), so they use two cores.
 
-Delivery is at-least-once (Faust flushes the producer before committing offsets); the resolver
-makes the effect exactly-once by source positions (see :mod:`simpul.streams.citizens`). Events
-that cannot be read go to the dead-letter topic with the reason in their headers.
+Delivery is at-least-once; the resolver makes the effect exactly-once by source positions (see
+:mod:`simpul.streams.citizens`). Changes that cannot be read or applied go to the dead-letter
+topic with the reason in their headers.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import faust
-from confluent_kafka.admin import NewTopic
+import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from simpul.config import ConfigError, SimpulConfig
-from simpul.kafka import client_config, create_topics
 from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
-from simpul.schemas.wire import ConfluentAvroDecoder, SchemaRegistrar, WireFormatError
+from simpul.schemas.wire import SchemaRegistrar
 from simpul.streams import metrics
-from simpul.streams.changes import ChangeError, RowChange, row_change, value_converters
+from simpul.streams.changes import ChangeError, RowChange, decode_changes
 from simpul.streams.citizens import CITIZEN, FEEDBACK, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState, record_source
-from simpul.streams.mapping import Mapping, MappingError, align_databases, load_mapping
-from simpul.streams.matching import FellegiSunterModel
+from simpul.streams.producer import ConfirmedProducer, dead_letter_reason
+from simpul.streams.router import run_router
+from simpul.streams.stores import WriteBehindTable
+from simpul.streams.topology import create_resolver_topics, feedback_scopes, load_model, load_resolver_mapping, source_topics
 
 log = logging.getLogger("simpul.streams")
 
 _TABLE_NAMES = ("rows", "records", "citizens")
-
-
-@dataclass(frozen=True)
-class SourceTopic:
-    """A CDC topic the router reads: which source table it carries and that table's key column."""
-
-    topic: str
-    source: str
-    table: str
-    key_column: str
-
-
-def load_model(config: SimpulConfig) -> FellegiSunterModel:
-    """The trained match settings the resolver scores with; a clear error when not trained yet."""
-    path = config.estimates_path
-    if not path.is_file():
-        raise ConfigError(f"processors.estimates: {path} does not exist (train it with `simpul er train`)")
-    try:
-        return FellegiSunterModel.from_json(path.read_text(encoding="utf-8"))
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"processors.estimates: {path} is not a trained model ({type(exc).__name__})") from None
-
-
-def load_resolver_mapping(config: SimpulConfig) -> Mapping:
-    """The configured agency mapping, its MySQL tables qualified by the configured databases."""
-    try:
-        return align_databases(load_mapping(config.mapping_path), config.mysql_databases)
-    except MappingError as exc:
-        raise ConfigError(f"processors.mapping: {exc}") from None
-
-
-def source_topics(config: SimpulConfig, mapping: Mapping) -> list[SourceTopic]:
-    """The CDC topics of every mapped or joined table whose source is configured."""
-    sources = {s.name: s for s in config.sources}
-    topics = []
-    for source_name, table in mapping.read_tables():
-        source = sources.get(source_name)
-        if source is not None and table in source.tables:
-            topics.append(SourceTopic(f"{source.topic_prefix}.{table}", source_name, table, mapping.key_column(source_name, table)))
-    if not topics:
-        raise ConfigError("processors: no mapped table belongs to a configured source (check sources[].tables and the mapping)")
-    return topics
-
-
-def feedback_scopes(config: SimpulConfig) -> dict[str, frozenset[str]]:
-    """Source name to the golden fields its agency may hear back (every configured source has one)."""
-    return {s.name: frozenset(s.feedback.fields) for s in config.sources}
-
-
-def create_resolver_topics(config: SimpulConfig, topics: list[SourceTopic]) -> None:
-    """Create the topics the processors read and write, so nothing relies on broker auto-creation."""
-    kafka, p = config.kafka, config.processors
-    compacted = {"cleanup.policy": "compact"}
-    create_topics(
-        client_config(kafka),
-        [NewTopic(t.topic, kafka.partitions, kafka.replication_factor) for t in topics]
-        + [NewTopic(p.changes_topic, 1, kafka.replication_factor), NewTopic(p.dlq_topic, 1, kafka.replication_factor)]
-        + [NewTopic(name, kafka.partitions, kafka.replication_factor, config=compacted)
-           for name in (p.citizens_topic, p.links_topic, p.reviews_topic, p.quality_topic, *(s.feedback_topic for s in config.sources))],
-    )
 
 
 class OutputEncoders:
@@ -141,21 +83,17 @@ class OutputEncoders:
 ROLES = ("router", "resolver")
 
 
-def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | None = None) -> faust.App:
-    """The Faust app of one role (``router`` or ``resolver``); topics are created and schemas registered here."""
-    if role not in ROLES:
-        raise ConfigError(f"streams: unknown role {role!r} (one of {', '.join(ROLES)})")
+def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None) -> faust.App:
+    """The resolver's Faust app; topics are created and schemas registered here."""
     p = config.processors
     mapping = load_resolver_mapping(config)
-    inputs = source_topics(config, mapping)
-    create_resolver_topics(config, inputs)
+    create_resolver_topics(config, source_topics(config, mapping))
     client = registry or SchemaRegistryClient({"url": config.schema_registry.url})
 
-    app_id = p.app_id if role == "resolver" else f"{p.app_id}-router"
-    datadir = config.home / "processors" / app_id
+    datadir = config.home / "processors" / p.app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        app_id,
+        p.app_id,
         broker=[f"kafka://{server}" for server in config.kafka.bootstrap_servers.split(",")],
         store=p.store,
         datadir=str(datadir),
@@ -170,54 +108,53 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
         producer_acks=-1,
     )
     changes = app.topic(p.changes_topic, partitions=1, key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(p.dlq_topic, partitions=1, key_serializer="raw", value_serializer="raw")
-
-    async def dead_letter(stage: str, reason: str, event: Any) -> None:
-        message = event.message
-        metrics.DEAD_LETTERS.labels(stage, reason.split(":")[0][:60]).inc()
-        log.warning("%s set aside %s[%d]@%d: %s", stage, message.topic, message.partition, message.offset, reason)
-        headers = {"stage": stage.encode(), "reason": reason.encode(), "topic": message.topic.encode(),
-                   "partition": str(message.partition).encode(), "offset": str(message.offset).encode()}
-        await dlq.send(key=message.key, value=message.value, headers=headers)
-
-    if role == "router":
-        by_topic = {t.topic: t for t in inputs}
-        cdc_topics = app.topic(*by_topic, key_serializer="raw", value_serializer="raw")
-        decoder = ConfluentAvroDecoder(lambda schema_id: client.get_schema(schema_id).schema_str)
-        converters: dict[int, dict[str, Callable[[Any], Any]]] = {}
-
-        @app.agent(cdc_topics, name="router")
-        async def route(stream: Any) -> None:
-            async for event in stream.events():
-                message = event.message
-                if message.value is None:
-                    continue  # the tombstone after a delete: the delete event itself carried the change
-                where = by_topic[message.topic]
-                try:
-                    schema_id, envelope = decoder.decode_with_id(message.value)
-                    if schema_id not in converters:
-                        converters[schema_id] = value_converters(_json_schema(client, schema_id))
-                    change = row_change(where.source, where.table, where.key_column, envelope, converters[schema_id])
-                    encoded = change.to_json()
-                except (ChangeError, WireFormatError, ValueError, KeyError, TypeError, EOFError) as exc:
-                    await dead_letter("router", _reason(exc), event)
-                    continue
-                metrics.ROUTED.labels(where.source, where.table).inc()
-                await changes.send(key=change.row_id.encode(), value=encoded)
-
-        return app
-
     encoders = OutputEncoders(config, SchemaRegistrar(client))
-    outputs = {topic: app.topic(topic, key_serializer="raw", value_serializer="raw") for topic in encoders.topics}
+    producer = ConfirmedProducer(config, "simpul-resolver")
     table_options = {"block_cache_size": p.rocksdb_cache_mb * 1024 * 1024}
-    tables = {name: app.Table(f"er-{name}", partitions=1, options=table_options) for name in _TABLE_NAMES}
-    resolver = CitizenResolver(mapping, load_model(config), ResolverState(**tables), p.master_id_key(), feedback_scopes=feedback_scopes(config))
-
+    stores = {name: WriteBehindTable(app.Table(f"er-{name}", partitions=1, options=table_options), p.state_cache_entries) for name in _TABLE_NAMES}
+    resolver = CitizenResolver(mapping, load_model(config), ResolverState(**stores), p.master_id_key(), feedback_scopes=feedback_scopes(config))
     index_built = False
+
+    def dead_letter(reason: str, message: Any, value: bytes | None) -> None:
+        producer.dead_letter("resolver", reason, message.topic, message.partition, message.offset, message.key, value)
+
+    def apply(item: Any, message: Any, batch: OutputBatch) -> None:
+        started = time.perf_counter()
+        try:
+            change = RowChange.from_plain(item)
+            result = resolver.apply(change)
+        except ChangeError as exc:
+            dead_letter(dead_letter_reason(exc), message, orjson.dumps(item))
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad change must not stop every citizen's updates
+            log.error("resolver failed on a change in %s[%d]@%d: %s", message.topic, message.partition, message.offset, _stack(exc))
+            dead_letter(f"internal error: {type(exc).__name__}", message, orjson.dumps(item))
+            return
+        metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
+        if result.stale:
+            metrics.SKIPPED.labels("stale").inc()
+            return
+        if result.repeated:
+            metrics.SKIPPED.labels("repeated").inc()
+        metrics.RECORDS_IN.labels(change.source, change.table).inc()
+        for outcome, n in result.decisions.items():
+            metrics.DECISIONS.labels(outcome).inc(n)
+        metrics.MERGES.inc(result.merges)
+        metrics.SPLITS.inc(result.splits)
+        for output in result.outputs:
+            batch.add(output, change.ts_ms)
+        if change.ts_ms:
+            batch.source_ts_ms.append(change.ts_ms)
 
     @app.agent(changes, name="resolver")
     async def resolve(stream: Any) -> None:
+        with exit_on_failure("resolver"):
+            await resolve_batches(stream)
+
+    async def resolve_batches(stream: Any) -> None:
         nonlocal index_built
+        # Each message is a batch of row changes (see the router); Faust acknowledges it when the
+        # next one is asked for, after its state and outputs are written below.
         async for event in stream.events():
             if not index_built:
                 # Tables are recovered before the first event arrives; the index derives from them.
@@ -225,46 +162,76 @@ def build_app(config: SimpulConfig, role: str, registry: SchemaRegistryClient | 
                 count = resolver.rebuild_index()
                 log.info("index rebuilt from %d stored records in %.1fs", count, time.perf_counter() - started)
                 index_built = True
-            started = time.perf_counter()
+            message = event.message
             try:
-                change = RowChange.from_json(event.message.value)
-                result = resolver.apply(change)
+                items = decode_changes(message.value)
             except ChangeError as exc:
-                await dead_letter("resolver", _reason(exc), event)
+                dead_letter(dead_letter_reason(exc), message, message.value)
                 continue
-            except Exception as exc:  # noqa: BLE001 - one bad change must not stop every citizen's updates
-                log.exception("resolver failed on %s[%d]@%d", event.message.topic, event.message.partition, event.message.offset)
-                await dead_letter("resolver", f"internal error: {type(exc).__name__}", event)
-                continue
-            metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
-            if result.stale:
-                metrics.SKIPPED.labels("stale").inc()
-                continue
-            if result.repeated:
-                metrics.SKIPPED.labels("repeated").inc()
-            metrics.RECORDS_IN.labels(change.source, change.table).inc()
-            for outcome, n in result.decisions.items():
-                metrics.DECISIONS.labels(outcome).inc(n)
-            metrics.MERGES.inc(result.merges)
-            metrics.SPLITS.inc(result.splits)
-            headers = {SOURCE_TS_HEADER: str(change.ts_ms).encode()}
-            for output in result.outputs:
+            batch = OutputBatch()
+            for item in items:
+                apply(item, message, batch)
+            # The tables' changelog goes out through Faust's producer, which Faust flushes before
+            # it commits the message's offset; the outputs through ours, confirmed here.
+            for store in stores.values():
+                store.flush()
+            for output, ts_ms in batch.outputs():
                 topic, key, value = encoders.encode(output)
                 metrics.OUTPUTS.labels(output.kind, "upsert" if value is not None else "tombstone").inc()
-                await outputs[topic].send(key=key, value=value, headers=headers)
-            if change.ts_ms:
-                metrics.SOURCE_TO_OUTPUT_SECONDS.observe(max(0.0, time.time() - change.ts_ms / 1000))
+                producer.produce(topic, key, value, {SOURCE_TS_HEADER: str(ts_ms).encode()})
+            await producer.confirmed()
+            now = time.time()
+            for ts_ms in batch.source_ts_ms:
+                metrics.SOURCE_TO_OUTPUT_SECONDS.observe(max(0.0, now - ts_ms / 1000))
 
     return app
 
 
-def _json_schema(client: SchemaRegistryClient, schema_id: int) -> dict[str, Any]:
-    return json.loads(client.get_schema(schema_id).schema_str)
+class OutputBatch:
+    """The outputs of one batch of changes, the last message per (kind, key) only.
+
+    The output topics are compacted, so a key's earlier messages within a batch would be
+    superseded anyway; the sinks see each key's state at the end of the batch, as a Kafka Streams
+    table does between cache flushes. Each message carries the source commit time of the change
+    that produced it (the ``source_ts_ms`` header).
+    """
+
+    def __init__(self) -> None:
+        self._latest: dict[tuple[str, str], tuple[Output, int]] = {}
+        # The source commit time of every change applied, for the end-to-end latency histogram.
+        self.source_ts_ms: list[int] = []
+
+    def add(self, output: Output, source_ts_ms: int) -> None:
+        """Keep ``output`` as its key's latest message."""
+        key = (output.kind, output.key)
+        self._latest.pop(key, None)  # re-inserted last: the batch's messages keep their order
+        self._latest[key] = (output, source_ts_ms)
+
+    def outputs(self) -> list[tuple[Output, int]]:
+        """(message, source commit time in ms) in the order their final versions were made."""
+        return list(self._latest.values())
 
 
-def _reason(exc: Exception) -> str:
-    """A dead letter's reason: the error's kind and message, which by construction name no values."""
-    return f"{type(exc).__name__}: {exc}" if isinstance(exc, (ChangeError, WireFormatError)) else type(exc).__name__
+@contextmanager
+def exit_on_failure(role: str) -> Iterator[None]:
+    """End the process when an agent fails outside any one event's handling.
+
+    Faust would log the agent's crash and keep the worker running without it: the stage would
+    stop silently. Exiting lets the supervisor restart the worker, which resumes from its committed
+    offsets and recovered tables (safe at any moment, as ``kill -9`` is).
+    """
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the stage cannot go on without a restart
+        log.critical("%s stopped on %s; exiting so that it restarts from its committed state", role, _stack(exc))
+        logging.shutdown()
+        os._exit(70)
+
+
+def _stack(exc: BaseException) -> str:
+    """The exception's type and where it was raised, without its message, which may quote a value."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f"{type(exc).__name__} at " + " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames[-6:]))
 
 
 
@@ -304,10 +271,15 @@ class BoundedWorker(faust.Worker):
 
 
 def run_worker(config: SimpulConfig, role: str, loglevel: str = "warn") -> None:
-    """Run one role's worker in this process until SIGTERM or SIGINT."""
+    """Run one role in this process until SIGTERM or SIGINT."""
     from simpul.metrics import metrics_port, serve_metrics
 
-    app = build_app(config, role)
+    if role not in ROLES:
+        raise ConfigError(f"streams: unknown role {role!r} (one of {', '.join(ROLES)})")
+    if role == "router":
+        run_router(config)
+        return
+    app = build_app(config)
     serve_metrics(config.metrics.host, metrics_port(config, role))
     worker = BoundedWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

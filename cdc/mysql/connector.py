@@ -32,11 +32,11 @@ class MySqlConnector:
         self.config = config
         self.source = source
         if self.source.kind != "mysql":
-            raise ConfigError(f"sources.{source_name}: expected kind mysql, got {self.source.kind}")
+            raise ConfigError(f"sources.{source.name}: expected kind mysql, got {self.source.kind}")
         elsewhere = [t for t in self.source.tables if t.split(".", 1)[0] != self.source.database]
         if elsewhere:
             # Topics are <prefix>.<database>.<table> and the binlog is filtered on that one database.
-            raise ConfigError(f"sources.{source_name}.tables: {', '.join(elsewhere)} not in database {self.source.database}")
+            raise ConfigError(f"sources.{source.name}.tables: {', '.join(elsewhere)} not in database {self.source.database}")
         self.shutdown = shutdown
         self.transforms = ColumnTransforms(self.source.capture.columns, f"sources.{self.source.name}")
         self.schemas = SchemaCache(self.source.topic_prefix, self.source.database)

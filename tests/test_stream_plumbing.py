@@ -1,0 +1,106 @@
+"""The stream processors' plumbing without servers: row changes batched into one message and read
+back one by one, the write-behind table over a durable table, and the per-batch output coalescing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from simpul.streams.app import OutputBatch
+from simpul.streams.changes import ChangeError, RowChange, decode_changes, encode_changes
+from simpul.streams.citizens import CITIZEN, LINK, Output
+from simpul.streams.stores import WriteBehindTable
+
+
+def _change(key: str, position: int, values: dict[str, Any] | None) -> RowChange:
+    return RowChange("disdukcapil", "public.penduduk", key, "u" if values else "d", (position, 2), 1_700_000_000_000 + position, values)
+
+
+def test_a_batch_of_changes_reads_back_change_by_change() -> None:
+    changes = [_change("1", 10, {"nama": "SITI", "tgl_lahir": "1990-01-01", "rt": 1}), _change("2", 11, None)]
+    items = decode_changes(encode_changes(changes))
+    assert [RowChange.from_plain(item) for item in items] == changes
+
+
+@pytest.mark.parametrize("data", [b"not json", b'{"s": "x"}', None])
+def test_a_message_that_is_no_batch_is_one_error(data: bytes | None) -> None:
+    with pytest.raises(ChangeError, match="not a batch of row changes"):
+        decode_changes(data)
+
+
+def test_one_bad_change_in_a_batch_fails_alone() -> None:
+    good = _change("1", 10, {"nama": "SITI"})
+    items = decode_changes(b"[" + orjson.dumps(good.to_plain()) + b',{"s": "x"}]')
+    assert RowChange.from_plain(items[0]) == good
+    with pytest.raises(ChangeError, match="not a row change"):
+        RowChange.from_plain(items[1])
+
+
+class CountingTable(dict[str, Any]):
+    """A durable table stand-in that counts reads and writes."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.reads = 0
+        self.writes = 0
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.reads += 1
+        return super().get(key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_writes_reach_the_table_once_per_key_at_flush() -> None:
+    backing = CountingTable({"a": 1, "gone": 0})
+    table = WriteBehindTable(backing, cache_size=10)
+    table["a"] = 2
+    table["a"] = 3
+    table["b"] = 4
+    del table["gone"]
+    assert (table["a"], table.get("b"), "gone" in table, table.pending) == (3, 4, False, 3)
+    assert backing == {"a": 1, "gone": 0} and backing.writes == 0
+    assert sorted(table) == ["a", "b"] and len(table) == 2 and dict(table.items()) == {"a": 3, "b": 4}
+    assert table.flush() == 3
+    assert backing == {"a": 3, "b": 4} and backing.writes == 2 and table.pending == 0
+    with pytest.raises(KeyError):
+        del table["gone"]
+
+
+def test_reads_are_cached_up_to_the_cache_size_least_recently_used_out() -> None:
+    backing = CountingTable({str(n): n for n in range(5)})
+    table = WriteBehindTable(backing, cache_size=2)
+    assert [table["0"], table["1"], table["0"]] == [0, 1, 0]
+    assert backing.reads == 2  # the second read of "0" was the cache's
+    table["2"]  # evicts "1", the least recently used
+    table["0"]
+    table["1"]
+    assert backing.reads == 4
+    assert table.get("missing", "default") == "default"
+    with pytest.raises(KeyError):
+        table["missing"]
+
+
+def test_an_uncached_table_still_holds_its_pending_writes() -> None:
+    table = WriteBehindTable(CountingTable(), cache_size=0)
+    table["a"] = 1
+    assert table["a"] == 1
+    table.flush()
+    assert table["a"] == 1 and table.backing.reads == 1
+    with pytest.raises(ValueError):
+        WriteBehindTable({}, cache_size=-1)
+
+
+def test_a_batch_sends_each_keys_last_message_in_the_order_of_the_last_versions() -> None:
+    batch = OutputBatch()
+    batch.add(Output(CITIZEN, "m1", {"v": 1}), 100)
+    batch.add(Output(LINK, "r1", {"v": 1}), 100)
+    batch.add(Output(CITIZEN, "m1", None), 200)
+    batch.add(Output(LINK, "m1", {"v": 2}), 300)  # another kind: another key
+    assert [(o.kind, o.key, o.value, ts) for o, ts in batch.outputs()] == [
+        (LINK, "r1", {"v": 1}, 100), (CITIZEN, "m1", None, 200), (LINK, "m1", {"v": 2}, 300),
+    ]
