@@ -42,6 +42,37 @@ class SchemaUnavailable(RuntimeError):
     """The registry could not be asked for a writer schema (down or unreachable): retry later."""
 
 
+class EnvelopeReader:
+    """Debezium Avro events to row changes, each writer schema fetched from the registry once."""
+
+    def __init__(self, registry: SchemaRegistryClient) -> None:
+        self._registry = registry
+        self._decoder = ConfluentAvroDecoder(self._schema_text)
+        self._converters: dict[int, dict[str, Callable[[Any], Any]]] = {}
+
+    def row_change(self, where: SourceTopic, value: bytes) -> RowChange:
+        """The row change in ``value``, an event of ``where``'s topic.
+
+        Raises :class:`WireFormatError` or :class:`ChangeError` (and the decoder's errors) for an
+        event that is not one, :class:`SchemaUnavailable` when the registry cannot be asked.
+        """
+        schema_id, envelope = self._decoder.decode_with_id(value)
+        converters = self._converters.get(schema_id)
+        if converters is None:
+            converters = self._converters[schema_id] = value_converters(json.loads(self._schema_text(schema_id)))
+        return row_change(where.source, where.table, where.key_column, envelope, converters)
+
+    def _schema_text(self, schema_id: int) -> str:
+        try:
+            return self._registry.get_schema(schema_id).schema_str
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise WireFormatError(f"schema id {schema_id} is not in the registry") from None
+            raise SchemaUnavailable(f"schema registry error {exc.http_status_code}") from None
+        except Exception as exc:  # noqa: BLE001 - the client's transport errors (httpx) are not OSErrors
+            raise SchemaUnavailable(f"schema registry unreachable ({type(exc).__name__})") from None
+
+
 class ChangeRouter:
     """Routes the configured sources' CDC topics to the changes topic until stopped."""
 
@@ -53,9 +84,7 @@ class ChangeRouter:
         inputs = source_topics(config, load_resolver_mapping(config))
         create_resolver_topics(config, inputs)
         self.inputs = {t.topic: t for t in inputs}
-        self._registry = registry or SchemaRegistryClient({"url": config.schema_registry.url})
-        self._decoder = ConfluentAvroDecoder(self._schema_text)
-        self._converters: dict[int, dict[str, Callable[[Any], Any]]] = {}
+        self.envelopes = EnvelopeReader(registry or SchemaRegistryClient({"url": config.schema_registry.url}))
         self._routed: dict[str, Any] = {t.topic: metrics.ROUTED.labels(t.source, t.table) for t in inputs}
         self.producer = ConfirmedProducer(config, "simpul-router")
         self.consumer = Consumer(committing_consumer_config(client_config(config.kafka), f"{p.app_id}-router"))
@@ -93,7 +122,7 @@ class ChangeRouter:
                 continue  # the tombstone after a delete: the delete event itself carried the change
             where = self.inputs[message.topic()]
             try:
-                changes.append(self._change(where, message.value()))
+                changes.append(self.envelopes.row_change(where, message.value()))
             except (ChangeError, WireFormatError, ValueError, KeyError, TypeError, EOFError) as exc:
                 self.producer.dead_letter("router", dead_letter_reason(exc), message.topic(), message.partition(), message.offset(), message.key(), message.value())
                 continue
@@ -120,23 +149,6 @@ class ChangeRouter:
             self._send(changes[half:])
             return
         self.producer.produce(self.changes_topic, None, value)
-
-    def _change(self, where: SourceTopic, value: bytes) -> RowChange:
-        schema_id, envelope = self._decoder.decode_with_id(value)
-        converters = self._converters.get(schema_id)
-        if converters is None:
-            converters = self._converters[schema_id] = value_converters(json.loads(self._schema_text(schema_id)))
-        return row_change(where.source, where.table, where.key_column, envelope, converters)
-
-    def _schema_text(self, schema_id: int) -> str:
-        try:
-            return self._registry.get_schema(schema_id).schema_str
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                raise WireFormatError(f"schema id {schema_id} is not in the registry") from None
-            raise SchemaUnavailable(f"schema registry error {exc.http_status_code}") from None
-        except Exception as exc:  # noqa: BLE001 - the client's transport errors (httpx) are not OSErrors
-            raise SchemaUnavailable(f"schema registry unreachable ({type(exc).__name__})") from None
 
     def _rewind(self, messages: list[Message]) -> None:
         first: dict[tuple[str, int], int] = {}

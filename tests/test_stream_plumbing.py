@@ -1,17 +1,25 @@
-"""The stream processors' plumbing without servers: row changes batched into one message and read
-back one by one, the write-behind table over a durable table, and the per-batch output coalescing."""
+"""The stream processors' plumbing without servers: Debezium events read as row changes, row changes
+batched into one message and read back one by one, the write-behind table over a durable table, and
+the per-batch output coalescing."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from conftest import free_port
+from simpul.schemas.wire import ConfluentAvroEncoder, WireFormatError
 from simpul.streams.app import OutputBatch
 from simpul.streams.changes import ChangeError, RowChange, decode_changes, encode_changes
 from simpul.streams.citizens import CITIZEN, LINK, Output
+from simpul.streams.router import EnvelopeReader, SchemaUnavailable
 from simpul.streams.stores import WriteBehindTable
+from simpul.streams.topology import SourceTopic
 
 
 def _change(key: str, position: int, values: dict[str, Any] | None) -> RowChange:
@@ -104,3 +112,49 @@ def test_a_batch_sends_each_keys_last_message_in_the_order_of_the_last_versions(
     assert [(o.kind, o.key, o.value, ts) for o, ts in batch.outputs()] == [
         (LINK, "r1", {"v": 1}, 100), (CITIZEN, "m1", None, 200), (LINK, "m1", {"v": 2}, 300),
     ]
+
+
+_ROW = {"type": "record", "name": "Value", "namespace": "dukcapil.public.penduduk", "fields": [
+    {"name": "nik", "type": "string"},
+    {"name": "tgl_lahir", "type": ["null", {"type": "int", "connect.name": "io.debezium.time.Date"}], "default": None},
+]}
+_ENVELOPE = {"type": "record", "name": "Envelope", "namespace": "dukcapil.public.penduduk", "fields": [
+    {"name": "before", "type": ["null", _ROW], "default": None},
+    {"name": "after", "type": ["null", "Value"], "default": None},
+    {"name": "source", "type": {"type": "record", "name": "Source", "fields": [
+        {"name": "lsn", "type": ["null", "long"], "default": None}, {"name": "ts_ms", "type": "long"}]}},
+    {"name": "op", "type": "string"},
+]}
+_WHERE = SourceTopic("dukcapil.public.penduduk", "disdukcapil", "public.penduduk", "nik")
+
+
+class SchemasById:
+    """A registry holding one schema under id 7 (a stand-in for the client's ``get_schema``)."""
+
+    def get_schema(self, schema_id: int) -> Any:
+        if schema_id != 7:
+            raise SchemaRegistryError(404, 40403, "Schema not found")
+        return Schema(json.dumps(_ENVELOPE), "AVRO")
+
+
+def _event(schema_id: int = 7) -> bytes:
+    envelope = {"before": None, "after": {"nik": "3673010101900001", "tgl_lahir": 7305},
+                "source": {"lsn": 123456, "ts_ms": 1_700_000_000_000}, "op": "c"}
+    return ConfluentAvroEncoder(_ENVELOPE, schema_id).encode(envelope)
+
+
+def test_an_event_becomes_a_row_change_with_its_connect_types_converted() -> None:
+    change = EnvelopeReader(SchemasById()).row_change(_WHERE, _event())  # type: ignore[arg-type]
+    assert change == RowChange("disdukcapil", "public.penduduk", "3673010101900001", "c", (123456,), 1_700_000_000_000,
+                               {"nik": "3673010101900001", "tgl_lahir": "1990-01-01"})
+
+
+def test_an_event_whose_schema_the_registry_does_not_know_is_a_wire_format_error() -> None:
+    with pytest.raises(WireFormatError, match="schema id 8 is not in the registry"):
+        EnvelopeReader(SchemasById()).row_change(_WHERE, _event(8))  # type: ignore[arg-type]
+
+
+def test_an_unreachable_registry_is_a_retry_not_a_dead_letter() -> None:
+    unreachable = SchemaRegistryClient({"url": f"http://127.0.0.1:{free_port()}", "max.retries": 0})
+    with pytest.raises(SchemaUnavailable, match="unreachable"):
+        EnvelopeReader(unreachable).row_change(_WHERE, _event())
