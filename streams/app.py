@@ -44,6 +44,7 @@ from simpul.streams.citizens import CITIZEN, FEEDBACK, LINK, QUALITY, REVIEW, Ci
 from simpul.streams.producer import ConfirmedProducer, dead_letter_reason
 from simpul.streams.router import run_router
 from simpul.streams.stores import WriteBehindTable
+from simpul.streams.tables import changelog_table
 from simpul.streams.topology import create_resolver_topics, feedback_scopes, load_model, load_resolver_mapping, source_topics
 
 log = logging.getLogger("simpul.streams")
@@ -111,7 +112,10 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
     encoders = OutputEncoders(config, SchemaRegistrar(client))
     producer = ConfirmedProducer(config, "simpul-resolver")
     table_options = {"block_cache_size": p.rocksdb_cache_mb * 1024 * 1024}
-    stores = {name: WriteBehindTable(app.Table(f"er-{name}", partitions=1, options=table_options), p.state_cache_entries) for name in _TABLE_NAMES}
+    stores = {
+        name: WriteBehindTable(changelog_table(app, f"er-{name}", producer, partitions=1, options=table_options), p.state_cache_entries)
+        for name in _TABLE_NAMES
+    }
     resolver = CitizenResolver(mapping, load_model(config), ResolverState(**stores), p.master_id_key(), feedback_scopes=feedback_scopes(config))
     index_built = False
 
@@ -171,13 +175,11 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
             batch = OutputBatch()
             for item in items:
                 apply(item, message, batch)
+            # The tables' changelog and the outputs go out through ``producer``, confirmed below,
+            # before Faust may commit the message's offset. (Through Faust's own producer the
+            # changelog queued in a buffer only a commit drains: ~65 KB per record was measured.)
             for store in stores.values():
                 store.flush()
-            # The tables' changelog messages queue in Faust's producer buffer, which only a
-            # commit would drain: unbounded memory with a busy agent (~65 KB per record was
-            # measured), and a commit's flush gives up after 0.1 s without progress. Drained here,
-            # they reach Kafka before the message's offset can be committed.
-            await app.producer.flush()
             for output, ts_ms in batch.outputs():
                 topic, key, value = encoders.encode(output)
                 metrics.OUTPUTS.labels(output.kind, "upsert" if value is not None else "tombstone").inc()

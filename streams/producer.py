@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -60,11 +63,27 @@ class ConfirmedProducer:
         )
         self._failure: KafkaError | None = None
 
-    def produce(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None = None) -> None:
-        """Queue one message (``value`` None: a tombstone); waits for room when the queue is full."""
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+        partition: int | None = None,
+        on_offset: Callable[[int], None] | None = None,
+    ) -> None:
+        """Queue one message (``value`` None: a tombstone); waits for room when the queue is full.
+
+        ``partition`` None leaves it to the key's hash; ``on_offset`` is called with the
+        message's offset once Kafka has acknowledged it (within :meth:`confirm`/:meth:`confirmed`).
+        """
+        callback = self._delivered if on_offset is None else partial(self._delivered_at, on_offset)
+        options: dict[str, Any] = {"headers": headers, "on_delivery": callback}
+        if partition is not None:
+            options["partition"] = partition
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._delivered)
+                self._producer.produce(topic, value, key, **options)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -103,6 +122,12 @@ class ConfirmedProducer:
     def _delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is not None and self._failure is None:
             self._failure = error
+
+    def _delivered_at(self, on_offset: Callable[[int], None], error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._delivered(error, message)
+        else:
+            on_offset(message.offset())
 
     def _raise_failure(self) -> None:
         if self._failure is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from simpul.kafka import client_config, create_topics
 from simpul.mainjob import scrape_sums
 from simpul.metrics import metrics_port
 from simpul.seed.city import seed_city
+from simpul.streams.changes import decode_changes
 from simpul.streams.citizens import FEEDBACK_FIELDS
 from simpul.streams.mapping import load_mapping
 from simpul.streams.resolve import resolve
@@ -293,6 +295,54 @@ def test_worker_killed_mid_stream_then_restarted_gives_the_same_result(city: dic
     links, worker = _run_until_resolved(config, city["tmp"], len(city["records"]), kill_at=0.15)
     worker.stop()
     assert {r: link["master_id"] for r, link in links.items()} == city["masters"]
+
+
+def test_a_worker_without_its_local_state_recovers_it_from_the_changelog(city: dict[str, Any]) -> None:
+    if "masters" not in city:
+        pytest.skip("needs the first run's citizens")
+    config = _with_processors(city["config"], f"{city['config'].sources[0].topic_prefix}-d")
+    links, worker = _run_until_resolved(config, city["tmp"], len(city["records"]))
+    worker.stop()
+    assert {r: link["master_id"] for r, link in links.items()} == city["masters"]
+    shutil.rmtree(config.home / "processors" / config.processors.app_id)
+    # Every change once more, with its source position: only a recovered state knows them all.
+    replayed = _append_again(config, config.processors.changes_topic)
+    metrics_url = f"http://127.0.0.1:{metrics_port(worker.config, 'resolver')}/metrics"
+    worker.start()
+    try:
+        deadline = time.monotonic() + 120
+        skipped = 0.0
+        while skipped < replayed and time.monotonic() < deadline:
+            sums = scrape_sums(metrics_url, "simpul_resolver_events_skipped_total", "simpul_resolver_records_in_total")
+            skipped = sums["simpul_resolver_events_skipped_total"] if sums is not None else 0.0
+            time.sleep(0.2)
+        assert skipped == replayed
+        assert sums is not None and sums["simpul_resolver_records_in_total"] == replayed
+    finally:
+        worker.stop()
+    after = read_latest(config, config.processors.links_topic, lambda latest: len(latest) >= len(links))
+    assert {r: link["master_id"] for r, link in after.items()} == city["masters"]
+
+
+def _append_again(config: SimpulConfig, topic: str) -> int:
+    """Append a copy of every message of ``topic`` (one partition) to it; returns how many row changes they hold."""
+    consumer = Consumer(client_config(config.kafka, **{"group.id": f"again-{time.monotonic_ns()}", "enable.auto.commit": False}))
+    low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    consumer.assign([TopicPartition(topic, 0, low)])
+    producer = Producer(client_config(config.kafka))
+    changes = 0
+    try:
+        offset = low
+        while offset < high:
+            message = consumer.poll(5)
+            assert message is not None and message.error() is None
+            offset = message.offset() + 1
+            changes += len(decode_changes(message.value()))
+            producer.produce(topic, message.value(), message.key())
+    finally:
+        consumer.close()
+    producer.flush(30)
+    return changes
 
 
 def test_live_update_and_delete_move_a_record_between_citizens(city: dict[str, Any]) -> None:
