@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from simpul.config import KafkaSettings
@@ -41,6 +41,20 @@ def committing_consumer_config(base: Mapping[str, Any], group: str) -> ClientCon
         "session.timeout.ms": 10_000,
         "fetch.wait.max.ms": 50,
     }
+
+
+def consumer_lag(consumer: Any, partitions: Sequence[TopicPartition]) -> dict[str, int]:
+    """Per topic, the messages of ``partitions`` that ``consumer`` has not read yet (from its
+    positions and the cached high watermarks, so no broker round trip)."""
+    lag: dict[str, int] = {}
+    if not partitions:
+        return lag
+    for tp in consumer.position(list(partitions)):
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0:
+            position = tp.offset if tp.offset >= 0 else max(low, 0)
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
+    return lag
 
 
 def create_topics(base: Mapping[str, Any], topics: Sequence[NewTopic], timeout_s: float = 30.0) -> None:

@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from simpul.config import SimpulConfig
 from simpul.schemas.resolution import SOURCE_TS_HEADER
-from simpul.kafka import client_config, committing_consumer_config
+from simpul.kafka import client_config, committing_consumer_config, consumer_lag
 from simpul.shutdown import Shutdown
 from simpul.sinks import metrics
 from simpul.sinks.offsets import Partition, next_offsets
@@ -169,13 +169,5 @@ class SinkRunner:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)))
 
     def _report_lag(self) -> None:
-        if not self._assigned:
-            return
-        lag: dict[str, int] = {}
-        for tp in self.consumer.position(self._assigned):
-            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0:
-                position = tp.offset if tp.offset >= 0 else max(low, 0)
-                lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
-        for topic, value in lag.items():
+        for topic, value in consumer_lag(self.consumer, self._assigned).items():
             metrics.CONSUMER_LAG.labels(self.target.name, topic).set(value)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from simpul.metrics import metric_name
 
 ROUTED = Counter(metric_name("router", "events_total"), "CDC events read and passed to the resolver, by source table.", ["source", "table"])
+ROUTER_LAG = Gauge(metric_name("router", "consumer_lag_messages"), "CDC events not yet routed, summed over the partitions this router reads.", ["topic"])
 RECORDS_IN = Counter(metric_name("resolver", "records_in_total"), "Row changes applied, by source table.", ["source", "table"])
 DECISIONS = Counter(metric_name("resolver", "decisions_total"), "Records decided, by outcome: link, review or new citizen.", ["outcome"])
 MERGES = Counter(metric_name("resolver", "merges_total"), "Citizens merged into an older one.")

@@ -24,7 +24,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from simpul.config import SimpulConfig
-from simpul.kafka import client_config, committing_consumer_config
+from simpul.kafka import client_config, committing_consumer_config, consumer_lag
 from simpul.schemas.wire import ConfluentAvroDecoder, WireFormatError
 from simpul.shutdown import Shutdown
 from simpul.streams import metrics
@@ -93,8 +93,14 @@ class ChangeRouter:
         """Route batches until ``shutdown`` is requested; each commits after its changes are acknowledged."""
         self.consumer.subscribe(list(self.inputs))
         backoff = 0.5
+        last_lag = 0.0
         try:
             while not shutdown.requested:
+                if time.monotonic() - last_lag > 2.0:
+                    lag = consumer_lag(self.consumer, self.consumer.assignment())
+                    for topic in self.inputs:
+                        metrics.ROUTER_LAG.labels(topic).set(lag.get(topic, 0))
+                    last_lag = time.monotonic()
                 messages = self.consumer.consume(self.batch_size, timeout=self.wait_s)
                 if not messages:
                     continue

@@ -397,7 +397,9 @@ def test_live_update_and_delete_move_a_record_between_citizens(city: dict[str, A
         dead = _dead_letters(config)
         assert dead and dead[-1][0] == b"not an event"
         assert dead[-1][1]["stage"] == b"router" and dead[-1][1]["reason"].startswith(b"WireFormatError")
-        assert 'simpul_streams_dead_letters_total{reason="WireFormatError",stage="router"} 1.0' in worker.metrics("router")
+        router_metrics = worker.metrics("router")
+        assert 'simpul_streams_dead_letters_total{reason="WireFormatError",stage="router"} 1.0' in router_metrics
+        assert f'simpul_router_consumer_lag_messages{{topic="{clinic.topic_prefix}.public.pasien"}}' in router_metrics
     finally:
         worker.stop()
         connector.send_signal(signal.SIGTERM)
