@@ -132,7 +132,8 @@ def _compatible(a: CanonicalRecord, b: CanonicalRecord) -> bool:
 
 def deterministic_rule(a: CanonicalRecord, b: CanonicalRecord) -> str | None:
     """The rule linking two records without scoring (see :func:`_deterministic_links`), or None."""
-    if a.nik_verified and b.nik_verified and a.nik == b.nik:
+    # Unequal NIKs are the common case and the cheapest test, so they are ruled out first.
+    if a.nik is not None and a.nik == b.nik and a.nik_verified and b.nik_verified:
         return RULE_NIK
     if a.kk and a.name and a.kk == b.kk and a.name == b.name and _compatible(a, b):
         return RULE_KK_NAME
