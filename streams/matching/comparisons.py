@@ -190,7 +190,8 @@ class NameComparison(Comparison):
         full_b, tokens_b = vb
         if full_a == full_b:
             return 1
-        similarity = JaroWinkler.similarity(full_a, full_b)
+        # Only the thresholds matter, so below the lowest one rapidfuzz may stop early (and give 0).
+        similarity = JaroWinkler.similarity(full_a, full_b, score_cutoff=self.thresholds[-1])
         if similarity >= self.thresholds[0]:
             return 2
         if self._token_set_agrees(tokens_a, tokens_b):
