@@ -171,7 +171,7 @@ class CitizenResolver:
         self.max_block_size = model.settings.max_block_size
         # Parsed records by id, most recently used last: a candidate is read for every change in
         # its blocks, and a store read plus parsing costs more than the comparison itself.
-        self._parsed: OrderedDict[str, CanonicalRecord] = OrderedDict()
+        self._parsed: OrderedDict[str, _Parsed] = OrderedDict()
         self.cache_size = cache_size
         self.feedback_scopes = dict(feedback_scopes or {})
         self._aid_tables = set(mapping.quality.aid_tables)
@@ -291,8 +291,7 @@ class CitizenResolver:
             "r": stored["r"] if stored is not None else {},
             "m": stored["m"] if stored is not None else None,
         }
-        self._remember(record_id, record)
-        links = self._set_edges(record_id, record, entry, work)  # stores the entry
+        links = self._set_edges(record_id, self._remember(record_id, record), entry, work)  # stores the entry
         result.decisions[LINK if links else (REVIEW if entry["r"] else RULE_NEW)] += 1
         work.changed.add(record_id)
         old_notes = set(stored["rec"]["quality_notes"]) if stored is not None else set()
@@ -348,27 +347,28 @@ class CitizenResolver:
         ruled.discard(record_id)
         return blocked, ruled
 
-    def _decide(self, record: CanonicalRecord, other: CanonicalRecord, blocked: bool) -> tuple[str, float] | tuple[None, float] | None:
+    def _decide(self, record: _Parsed, other: _Parsed, blocked: bool) -> tuple[str, float] | tuple[None, float] | None:
         """(rule, probability) for a link, (None, probability) for review, None for neither."""
-        rule = deterministic_rule(record, other)
+        rule = deterministic_rule(record.record, other.record)
         if rule is not None:
             return rule, 1.0
         if not blocked:
             return None
-        score = self.scorer.score(record, other)
+        vector = self.model.vector_of_values(record.match_values, other.match_values)
+        score = self.scorer.score(record.record, other.record, vector)
         if score is None or score.outcome is Outcome.NEW:
             return None
         if score.outcome is Outcome.LINK:
             return RULE_SCORE, score.probability
         return None, score.probability
 
-    def _set_edges(self, record_id: str, record: CanonicalRecord, entry: dict[str, Any], work: _Work) -> int:
+    def _set_edges(self, record_id: str, record: _Parsed, entry: dict[str, Any], work: _Work) -> int:
         """Recompute a record's edges against its candidates, updating both ends; returns its link count."""
         blocked, ruled = self._candidates(record_id, entry["keys"])
         links: dict[str, list[Any]] = {}
         reviews: dict[str, float] = {}
         for other_id in blocked | ruled:
-            other = self._record(other_id)
+            other = self._parsed_record(other_id)
             if other is None:
                 continue
             decision = self._decide(record, other, other_id in blocked)
@@ -408,28 +408,33 @@ class CitizenResolver:
 
     def _record(self, record_id: str) -> CanonicalRecord | None:
         """The current record with this id (None when there is none), parsed once and cached."""
-        record = self._parsed.get(record_id)
-        if record is not None:
+        parsed = self._parsed_record(record_id)
+        return parsed.record if parsed is not None else None
+
+    def _parsed_record(self, record_id: str) -> _Parsed | None:
+        """The current record with this id and its match values (None when there is none), cached."""
+        parsed = self._parsed.get(record_id)
+        if parsed is not None:
             self._parsed.move_to_end(record_id)
-            return record
+            return parsed
         entry = self.state.records.get(record_id)
         if entry is None:
             return None
-        record = CanonicalRecord.from_dict(entry["rec"])
-        self._remember(record_id, record)
-        return record
+        return self._remember(record_id, CanonicalRecord.from_dict(entry["rec"]))
 
-    def _remember(self, record_id: str, record: CanonicalRecord) -> None:
-        self._parsed[record_id] = record
+    def _remember(self, record_id: str, record: CanonicalRecord) -> _Parsed:
+        parsed = _Parsed(record, self.model.match_values(record))
+        self._parsed[record_id] = parsed
         self._parsed.move_to_end(record_id)
         if len(self._parsed) > self.cache_size:
             self._parsed.popitem(last=False)
+        return parsed
 
     def _reedge(self, record_id: str, work: _Work) -> None:
         """Recompute the edges of an unchanged record (its block crossed the size limit)."""
         entry = self.state.records.get(record_id)
         if entry is not None:
-            self._set_edges(record_id, self._record(record_id), entry, work)  # type: ignore[arg-type]
+            self._set_edges(record_id, self._parsed_record(record_id), entry, work)  # type: ignore[arg-type]
 
     # --- citizens -------------------------------------------------------------------------------
 
@@ -584,6 +589,14 @@ class CitizenResolver:
             if aid:
                 issues["deceased_receiving_aid"] = aid
         return issues
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """A record as matching reads it: parsed, with what the model's comparisons take from it, both done once."""
+
+    record: CanonicalRecord
+    match_values: tuple[Any, ...]
 
 
 @dataclass
