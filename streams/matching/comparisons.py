@@ -275,11 +275,22 @@ class DateComparison(Comparison):
             return 2
         if va.month == vb.month and va.day == vb.day and abs(va.year - vb.year) == 1:
             return 2
-        digits_a = f"{va.year:04d}{va.month:02d}{va.day:02d}"
-        digits_b = f"{vb.year:04d}{vb.month:02d}{vb.day:02d}"
-        if sum(x != y for x, y in zip(digits_a, digits_b)) == 1:
-            return 2
-        return 3
+        # Each of year, month and day that differs holds at least one differing digit of YYYYMMDD:
+        # with two of them differing the dates cannot be one digit apart, and most pairs end here.
+        if (va.year != vb.year) + (va.month != vb.month) + (va.day != vb.day) > 1:
+            return 3
+        apart = _digits_apart(va.year, vb.year) + _digits_apart(va.month, vb.month) + _digits_apart(va.day, vb.day)
+        return 2 if apart == 1 else 3
+
+
+def _digits_apart(x: int, y: int) -> int:
+    """In how many decimal digits two non-negative numbers differ, both padded to the same width with zeros."""
+    count = 0
+    while x != y:
+        x, digit_x = divmod(x, 10)
+        y, digit_y = divmod(y, 10)
+        count += digit_x != digit_y
+    return count
 
 
 class NikComparison(Comparison):
