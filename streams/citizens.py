@@ -354,8 +354,7 @@ class CitizenResolver:
             return rule, 1.0
         if not blocked:
             return None
-        vector = self.model.vector_of_values(record.match_values, other.match_values)
-        score = self.scorer.score(record.record, other.record, vector)
+        score = self.scorer.score_values(record.record, other.record, record.match_values, other.match_values)
         if score is None or score.outcome is Outcome.NEW:
             return None
         if score.outcome is Outcome.LINK:

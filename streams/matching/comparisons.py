@@ -59,6 +59,8 @@ class Comparison(ABC):
     """
 
     type_name: ClassVar[str]
+    # Whether comparing two values costs a string similarity rather than a few equality tests.
+    costly: ClassVar[bool] = False
     # Term-frequency settings; only comparisons with tf-adjusted levels use them.
     tf_weight: float = 1.0
     tf_minimum_u: float = 0.0
@@ -150,6 +152,7 @@ class NameComparison(Comparison):
     """
 
     type_name = "NameComparison"
+    costly = True
 
     def __init__(
         self,
