@@ -421,6 +421,12 @@ class CitizenResolver:
             return None
         return self._remember(record_id, CanonicalRecord.from_dict(entry["rec"]))
 
+    def _score(self, a: str, b: str) -> MatchScore:
+        """The model's score of two current records, their comparison vector from the kept match values."""
+        parsed_a, parsed_b = self._parsed_record(a), self._parsed_record(b)
+        vector = self.model.vector_of_values(parsed_a.match_values, parsed_b.match_values)  # type: ignore[union-attr]
+        return self.model.score(parsed_a.record, parsed_b.record, vector)  # type: ignore[union-attr]
+
     def _remember(self, record_id: str, record: CanonicalRecord) -> _Parsed:
         parsed = _Parsed(record, self.model.match_values(record))
         self._parsed[record_id] = parsed
@@ -517,7 +523,7 @@ class CitizenResolver:
         }
         if best is not None:
             other_id, (rule, probability) = best
-            score = self.model.score(record, self._record(other_id))
+            score = self._score(record_id, other_id)
             value.update(rule=rule, matched_record_id=other_id, probability=probability, weight=score.weight, contributions=_contributions(score))
         return value
 
@@ -527,7 +533,7 @@ class CitizenResolver:
         ea, eb = records.get(a), records.get(b)
         if ea is None or eb is None or b not in ea["r"] or ea["m"] == eb["m"]:
             return None
-        score = self.model.score(self._record(a), self._record(b))
+        score = self._score(a, b)
         return {
             "record_a": a, "record_b": b, "master_a": ea["m"], "master_b": eb["m"],
             "probability": score.probability, "weight": score.weight, "contributions": _contributions(score),
