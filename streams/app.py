@@ -40,7 +40,18 @@ from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEM
 from simpul.schemas.wire import ConfluentAvroDecoder, SchemaRegistrar, WireFormatError
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError, RowChange, row_change, value_converters
-from simpul.streams.citizens import CITIZEN, FEEDBACK, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState, record_source
+from simpul.streams.citizens import (
+    CITIZEN,
+    FEEDBACK,
+    LINK,
+    QUALITY,
+    REVIEW,
+    CitizenResolver,
+    Output,
+    ResolverState,
+    record_source,
+    use_resolver_gc_thresholds,
+)
 from simpul.streams.mapping import Mapping, MappingError, align_databases, load_mapping
 from simpul.streams.matching import FellegiSunterModel
 
@@ -308,6 +319,8 @@ def run_worker(config: SimpulConfig, role: str, loglevel: str = "warn") -> None:
     from simpul.metrics import metrics_port, serve_metrics
 
     app = build_app(config, role)
+    if role == "resolver":
+        use_resolver_gc_thresholds()
     serve_metrics(config.metrics.host, metrics_port(config, role))
     worker = BoundedWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
