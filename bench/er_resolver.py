@@ -20,7 +20,7 @@ from typing import Any
 from simpul.seed.agencies import TABLES, table_rows
 from simpul.seed.population import generate_population
 from simpul.streams.changes import RowChange, plain_value
-from simpul.streams.citizens import CitizenResolver, ResolverState
+from simpul.streams.citizens import CitizenResolver, ResolverState, use_resolver_gc_thresholds
 from simpul.streams.mapping import load_mapping, to_canonical
 from simpul.streams.resolve import resolve
 
@@ -56,6 +56,7 @@ def main() -> None:
     model = resolve(records).model
 
     resolver = CitizenResolver(mapping, model, ResolverState(), BENCH_ID_KEY, today=today)
+    use_resolver_gc_thresholds()
     started = time.perf_counter()
     for change in changes:
         resolver.apply(change)

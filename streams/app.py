@@ -40,7 +40,18 @@ from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEM
 from simpul.schemas.wire import SchemaRegistrar
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError, RowChange, decode_changes
-from simpul.streams.citizens import CITIZEN, FEEDBACK, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState, record_source
+from simpul.streams.citizens import (
+    CITIZEN,
+    FEEDBACK,
+    LINK,
+    QUALITY,
+    REVIEW,
+    CitizenResolver,
+    Output,
+    ResolverState,
+    record_source,
+    use_resolver_gc_thresholds,
+)
 from simpul.streams.producer import ConfirmedProducer, dead_letter_reason
 from simpul.streams.router import run_router
 from simpul.streams.stores import WriteBehindTable
@@ -285,6 +296,7 @@ def run_worker(config: SimpulConfig, role: str, loglevel: str = "warn") -> None:
         run_router(config)
         return
     app = build_app(config)
+    use_resolver_gc_thresholds()
     serve_metrics(config.metrics.host, metrics_port(config, role))
     worker = BoundedWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

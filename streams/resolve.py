@@ -54,6 +54,10 @@ RULE_SCORE = "score"
 
 _DATES = DateComparison("birth_date")
 _DATE_CONTRADICTS = 3  # DateComparison's "else": neither equal nor a typing error
+# Bits below the review weight a pair's best possible weight must be for PairScorer.score_values
+# to give up on it: sums in another order round differently, and rounding must never be what
+# decides, so every pair given up on is one PairScorer.score would not have scored either.
+_GIVE_UP_MARGIN = 1e-6
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,8 @@ def _compatible(a: CanonicalRecord, b: CanonicalRecord) -> bool:
 
 def deterministic_rule(a: CanonicalRecord, b: CanonicalRecord) -> str | None:
     """The rule linking two records without scoring (see :func:`_deterministic_links`), or None."""
-    if a.nik_verified and b.nik_verified and a.nik == b.nik:
+    # Unequal NIKs are the common case and the cheapest test, so they are ruled out first.
+    if a.nik is not None and a.nik == b.nik and a.nik_verified and b.nik_verified:
         return RULE_NIK
     if a.kk and a.name and a.kk == b.kk and a.name == b.name and _compatible(a, b):
         return RULE_KK_NAME
@@ -144,7 +149,9 @@ class PairScorer:
 
     Without a term-frequency-adjusted level a vector's weight is the pair's score, so a vector
     below the review threshold (even with the largest possible term-frequency gain) is decided
-    "new citizen" without scoring; the verdict is cached per vector.
+    "new citizen" without scoring; the verdict is cached per vector. :meth:`score_values` goes
+    further for callers that keep each record's match values: it stops comparing a pair as soon
+    as the rest of its vector could no longer lift it to review.
     """
 
     def __init__(self, model: FellegiSunterModel) -> None:
@@ -153,6 +160,16 @@ class PairScorer:
         self._max_tf_gain = _max_tf_gain(model)
         self._review_weight = _weight_of_probability(model.settings.thresholds.review)
         self._reachable: dict[Vector, bool] = {}
+        # For score_values: cheap comparisons first, those that can take away the most weight
+        # first among them, so a hopeless pair is known to be hopeless at the least cost.
+        weights = model.level_weights
+        self._order = sorted(
+            range(len(weights)), key=lambda j: (model.comparisons[j].costly, min(weights[j]) - max(weights[j]))
+        )
+        # After the first k comparisons in that order: the most weight the others can still add,
+        # and whether one of them is term-frequency adjusted.
+        self._best_rest = [sum(max(weights[j]) for j in self._order[k:]) for k in range(len(weights) + 1)]
+        self._tf_ahead = [any(self._tf_levels[j] for j in self._order[k:]) for k in range(len(weights) + 1)]
 
     def score(self, a: CanonicalRecord, b: CanonicalRecord, vector: Vector | None = None) -> MatchScore | None:
         """The pair's score, or None when it cannot reach the review threshold."""
@@ -164,6 +181,27 @@ class PairScorer:
             reachable = self.model.weight_of_vector(vector) + (self._max_tf_gain if tf_applies else 0.0) >= self._review_weight
             self._reachable[vector] = reachable
         return self.model.score(a, b, vector) if reachable else None
+
+    def score_values(self, a: CanonicalRecord, b: CanonicalRecord, values_a: Sequence[Any], values_b: Sequence[Any]) -> MatchScore | None:
+        """:meth:`score` from the records' match values (``FellegiSunterModel.match_values``).
+
+        Gives up on the pair as soon as the levels found so far, with the best levels of the
+        comparisons left and the largest term-frequency gain, stay below the review threshold.
+        """
+        comparisons, weights, tf_levels = self.model.comparisons, self.model.level_weights, self._tf_levels
+        levels = [NULL_LEVEL] * len(comparisons)
+        weight = self.model.prior_weight
+        tf_applies = False
+        out_of_reach = self._review_weight - _GIVE_UP_MARGIN
+        for k, j in enumerate(self._order, start=1):
+            level = comparisons[j].level_of_values(values_a[j], values_b[j])
+            levels[j] = level
+            weight += weights[j][level]
+            tf_applies = tf_applies or level in tf_levels[j]
+            gain = self._max_tf_gain if tf_applies or self._tf_ahead[k] else 0.0
+            if weight + self._best_rest[k] + gain < out_of_reach:
+                return None
+        return self.score(a, b, tuple(levels))
 
 
 def _deterministic_links(records: Sequence[CanonicalRecord]) -> list[tuple[int, int, str]]:

@@ -83,7 +83,36 @@ class GoldenRecord:
 
 
 def _has_value(value: Any) -> bool:
-    return value is not None and value != [] and value != ()
+    # An empty list or tuple (titles) is no value; anything else but None is, False and "" included.
+    return value is not None and not (isinstance(value, (list, tuple)) and not value)
+
+
+def _has_any(values: dict[str, Any], fields: tuple[str, ...]) -> bool:
+    return any(_has_value(values.get(f)) for f in fields)
+
+
+@dataclass(frozen=True)
+class _CompiledRule:
+    """A :class:`SurvivorshipRule` ready to apply: built once, as every citizen message applies every rule."""
+
+    fields: tuple[str, ...]
+    rule: str
+    ranks: dict[str, int]  # source to trust rank, most trusted 0
+
+    @classmethod
+    def of(cls, rule: SurvivorshipRule) -> _CompiledRule:
+        return cls(tuple(rule.fields), rule.rule, {source: rank for rank, source in enumerate(rule.sources)})
+
+    def choose(self, members: Sequence[Member]) -> Member | None:
+        """The member whose values this rule keeps, None when no member may give any."""
+        fields, ranks = self.fields, self.ranks
+        if self.rule == "most_trusted":
+            trusted = [m for m in members if m.source in ranks and _has_any(m.values, fields)]
+            # Trust first, then the newest record, then the id so the choice never depends on input order.
+            return min(trusted, key=lambda m: (ranks[m.source], -m.updated_ms, m.record_id), default=None)
+        unlisted = len(ranks)
+        candidates = [m for m in members if _has_any(m.values, fields)]
+        return min(candidates, key=lambda m: (-m.updated_ms, ranks.get(m.source, unlisted), m.record_id), default=None)
 
 
 class Survivorship:
@@ -92,17 +121,18 @@ class Survivorship:
     def __init__(self, settings: SurvivorshipSettings) -> None:
         self.settings = settings
         named = {f for rule in settings.rules for f in rule.fields}
-        self._rules = list(settings.rules) + [
+        rules = list(settings.rules) + [
             SurvivorshipRule(fields=[f], rule="most_trusted", sources=settings.default_sources) for f in GOLDEN_FIELDS if f not in named
         ]
+        self._rules = [_CompiledRule.of(rule) for rule in rules]
 
     def golden(self, members: Sequence[Member]) -> GoldenRecord:
         """The golden record of a citizen with these member records (order does not matter)."""
-        values: dict[str, Any] = {f: None for f in GOLDEN_FIELDS}
+        values: dict[str, Any] = dict.fromkeys(GOLDEN_FIELDS)
         lineage: dict[str, str] = {}
         rules: dict[str, str] = {}
         for rule in self._rules:
-            chosen = self._choose(rule, members)
+            chosen = rule.choose(members)
             if chosen is None:
                 continue
             for name in rule.fields:
@@ -111,14 +141,3 @@ class Survivorship:
                     lineage[name] = chosen.record_id
                     rules[name] = rule.rule
         return GoldenRecord(values, lineage, rules)
-
-    @staticmethod
-    def _choose(rule: SurvivorshipRule, members: Sequence[Member]) -> Member | None:
-        candidates = [m for m in members if any(_has_value(m.values.get(f)) for f in rule.fields)]
-        order = {source: rank for rank, source in enumerate(rule.sources)}
-        unlisted = len(order)
-        if rule.rule == "most_trusted":
-            candidates = [m for m in candidates if m.source in order]
-            # Trust first, then the newest record, then the id so the choice never depends on input order.
-            return min(candidates, key=lambda m: (order[m.source], -m.updated_ms, m.record_id), default=None)
-        return min(candidates, key=lambda m: (-m.updated_ms, order.get(m.source, unlisted), m.record_id), default=None)

@@ -17,12 +17,17 @@ from __future__ import annotations
 
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 from .comparisons import field_value
+
+
+Transform = Callable[[Any, int], Any]
+"""A key transform: the value and the transform's length argument (0 for those taking none)."""
 
 
 @dataclass(frozen=True)
@@ -43,45 +48,47 @@ class KeyPart:
     def __str__(self) -> str:
         return "|".join((self.field, *self.transforms))
 
+    @cached_property
+    def _steps(self) -> tuple[tuple[Transform, int], ...]:
+        # Parsed once per part, not per record: every record's key applies all the transforms.
+        return tuple(_step(transform) for transform in self.transforms)
+
     def apply(self, value: Any) -> str | None:
         """The key fragment for ``value``; ``None`` when it cannot be formed."""
         if isinstance(value, (list, tuple)):
             value = " ".join(str(v) for v in value)
-        for transform in self.transforms:
-            kind, _, arg = transform.partition(":")
-            value = _TRANSFORMS[kind](value, arg)
+        for transform, length in self._steps:
+            value = transform(value, length)
             if value is None:
                 return None
         text = value.isoformat() if isinstance(value, date) else str(value)
         return text or None
 
 
-def _year(value: Any, _: str) -> str | None:
+def _year(value: Any, _: int) -> str | None:
     if isinstance(value, date):
         return f"{value.year:04d}"
     text = str(value)
     return text[:4] if len(text) >= 4 and text[:4].isdigit() else None
 
 
-def _sorted(value: Any, _: str) -> str:
+def _sorted(value: Any, _: int) -> str:
     # Token order varies between agencies (AMINAH SITI / SITI AMINAH); sorting removes it.
     return " ".join(sorted(str(value).split()))
 
 
-def _prefix(value: Any, arg: str) -> str | None:
+def _prefix(value: Any, n: int) -> str | None:
     text = str(value).replace(" ", "")
-    n = int(arg)
     return text[:n] if len(text) >= n else None
 
 
-def _last(value: Any, arg: str) -> str | None:
+def _last(value: Any, n: int) -> str | None:
     # Suffixes are for phone- and NIK-like values: formatting characters would shift them.
     digits = "".join(ch for ch in str(value) if ch.isdigit())
-    n = int(arg)
     return digits[-n:] if len(digits) >= n else None
 
 
-_TRANSFORMS = {"year": _year, "sorted": _sorted, "prefix": _prefix, "last": _last}
+_TRANSFORMS: dict[str, Transform] = {"year": _year, "sorted": _sorted, "prefix": _prefix, "last": _last}
 
 
 def _check_transform(transform: str) -> None:
@@ -89,6 +96,11 @@ def _check_transform(transform: str) -> None:
     takes_length = kind in ("prefix", "last")
     if kind not in _TRANSFORMS or takes_length != bool(arg) or (takes_length and not (arg.isdigit() and int(arg) > 0)):
         raise ValueError(f"unknown block key transform {transform!r}")
+
+
+def _step(transform: str) -> tuple[Transform, int]:
+    kind, _, arg = transform.partition(":")
+    return _TRANSFORMS[kind], int(arg) if arg else 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, ClassVar
@@ -59,6 +59,8 @@ class Comparison(ABC):
     """
 
     type_name: ClassVar[str]
+    # Whether comparing two values costs a string similarity rather than a few equality tests.
+    costly: ClassVar[bool] = False
     # Term-frequency settings; only comparisons with tf-adjusted levels use them.
     tf_weight: float = 1.0
     tf_minimum_u: float = 0.0
@@ -78,13 +80,15 @@ class Comparison(ABC):
 
     def level(self, a: Any, b: Any) -> int:
         """Index of the first level that applies to records ``a`` and ``b`` (0 when either is missing)."""
-        va = self._value(a)
-        vb = self._value(b)
+        return self.level_of_values(self.value(a), self.value(b))
+
+    def level_of_values(self, va: Any, vb: Any) -> int:
+        """:meth:`level` from the two records' :meth:`value`, for callers that keep the values per record."""
         if va is None or vb is None:
             return NULL_LEVEL
         return self._compare(va, vb)
 
-    def _value(self, record: Any) -> Any:
+    def value(self, record: Any) -> Any:
         """The value compared, ``None`` when missing; subclasses parse or combine fields here."""
         return field_value(record, self.field)
 
@@ -148,6 +152,7 @@ class NameComparison(Comparison):
     """
 
     type_name = "NameComparison"
+    costly = True
 
     def __init__(
         self,
@@ -174,7 +179,8 @@ class NameComparison(Comparison):
         # Level 1 is exact, level 3 the token set; both are the agreements tf adjustment applies to.
         super().__init__(name or field, field, labels, tf_levels=(1, 3) if tf_adjustment else ())
 
-    def _value(self, record: Any) -> tuple[str, frozenset[str]] | None:
+    def value(self, record: Any) -> tuple[str, frozenset[str]] | None:
+        """The full name and its set of tokens, ``None`` when the record has neither."""
         full = field_value(record, self.field)
         tokens = field_value(record, self.tokens_field) if self.tokens_field else None
         if full is None and tokens is None:
@@ -190,7 +196,8 @@ class NameComparison(Comparison):
         full_b, tokens_b = vb
         if full_a == full_b:
             return 1
-        similarity = JaroWinkler.similarity(full_a, full_b)
+        # Only the thresholds matter, so below the lowest one rapidfuzz may stop early (and give 0).
+        similarity = JaroWinkler.similarity(full_a, full_b, score_cutoff=self.thresholds[-1])
         if similarity >= self.thresholds[0]:
             return 2
         if self._token_set_agrees(tokens_a, tokens_b):
@@ -210,15 +217,15 @@ class NameComparison(Comparison):
         """The tokens both names share, at the exact and token-set levels."""
         if level >= len(self.levels) or not self.levels[level].tf_adjusted:
             return None
-        va = self._value(a)
-        vb = self._value(b)
+        va = self.value(a)
+        vb = self.value(b)
         if va is None or vb is None:
             return None
         return tuple(sorted(va[1] & vb[1]))
 
     def tf_source_tokens(self, record: Any) -> tuple[str, ...]:
         """A record's distinct name tokens."""
-        value = self._value(record)
+        value = self.value(record)
         return tuple(sorted(value[1])) if value else ()
 
     def _params(self) -> dict[str, Any]:
@@ -260,7 +267,8 @@ class DateComparison(Comparison):
     def __init__(self, field: str = "birth_date", name: str | None = None) -> None:
         super().__init__(name or field, field, ("exact", "typo", "else"))
 
-    def _value(self, record: Any) -> date | None:
+    def value(self, record: Any) -> date | None:
+        """The date (parsed from ISO text), ``None`` when missing or unparseable."""
         return _as_date(field_value(record, self.field))
 
     def _compare(self, va: date, vb: date) -> int:
@@ -270,11 +278,22 @@ class DateComparison(Comparison):
             return 2
         if va.month == vb.month and va.day == vb.day and abs(va.year - vb.year) == 1:
             return 2
-        digits_a = f"{va.year:04d}{va.month:02d}{va.day:02d}"
-        digits_b = f"{vb.year:04d}{vb.month:02d}{vb.day:02d}"
-        if sum(x != y for x, y in zip(digits_a, digits_b)) == 1:
-            return 2
-        return 3
+        # Each of year, month and day that differs holds at least one differing digit of YYYYMMDD:
+        # with two of them differing the dates cannot be one digit apart, and most pairs end here.
+        if (va.year != vb.year) + (va.month != vb.month) + (va.day != vb.day) > 1:
+            return 3
+        apart = _digits_apart(va.year, vb.year) + _digits_apart(va.month, vb.month) + _digits_apart(va.day, vb.day)
+        return 2 if apart == 1 else 3
+
+
+def _digits_apart(x: int, y: int) -> int:
+    """In how many decimal digits two non-negative numbers differ, both padded to the same width with zeros."""
+    count = 0
+    while x != y:
+        x, digit_x = divmod(x, 10)
+        y, digit_y = divmod(y, 10)
+        count += digit_x != digit_y
+    return count
 
 
 class NikComparison(Comparison):
@@ -309,7 +328,8 @@ class PhoneComparison(Comparison):
         self.suffix_digits = suffix_digits
         super().__init__(name or field, field, ("exact", f"last_{suffix_digits}_digits", "else"))
 
-    def _value(self, record: Any) -> str | None:
+    def value(self, record: Any) -> str | None:
+        """The number's digits, ``None`` when fewer than ``suffix_digits``."""
         raw = field_value(record, self.field)
         if raw is None:
             return None
@@ -341,7 +361,8 @@ class KelurahanComparison(Comparison):
         self.rw_field = rw_field
         super().__init__(name or field, field, ("same_rt_rw", "same_kelurahan", "else"))
 
-    def _value(self, record: Any) -> tuple[Any, Any, Any] | None:
+    def value(self, record: Any) -> tuple[Any, Any, Any] | None:
+        """Kelurahan, RT and RW, ``None`` without a kelurahan."""
         kelurahan = field_value(record, self.field)
         if kelurahan is None:
             return None
@@ -356,6 +377,19 @@ class KelurahanComparison(Comparison):
 
     def _params(self) -> dict[str, Any]:
         return {"field": self.field, "rt_field": self.rt_field, "rw_field": self.rw_field}
+
+
+def match_values(comparisons: Sequence[Comparison], record: Any) -> tuple[Any, ...]:
+    """Each comparison's :meth:`~Comparison.value` for ``record``: all a comparison vector reads from it.
+
+    A record is compared with many others; keeping these spares parsing it again for every pair.
+    """
+    return tuple(c.value(record) for c in comparisons)
+
+
+def vector_of_values(comparisons: Sequence[Comparison], va: Sequence[Any], vb: Sequence[Any]) -> tuple[int, ...]:
+    """The comparison vector of two records from their :func:`match_values`."""
+    return tuple(c.level_of_values(x, y) for c, x, y in zip(comparisons, va, vb))
 
 
 COMPARISON_TYPES: dict[str, type[Comparison]] = {

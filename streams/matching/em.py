@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .comparisons import NULL_LEVEL, Comparison
+from .comparisons import NULL_LEVEL, Comparison, match_values, vector_of_values
 from .model import FellegiSunterModel
 
 _FLOOR = 1e-12  # keeps a class likelihood positive when an estimate reaches 0
@@ -64,7 +64,18 @@ def comparison_vectors(
     comparisons: Sequence[Comparison], records: Sequence[Any], pairs: Iterable[tuple[int, int]]
 ) -> list[Vector]:
     """Level-index vectors for index ``pairs`` into ``records``."""
-    return [tuple(c.level(records[i], records[j]) for c in comparisons) for i, j in pairs]
+    # A record is in many of the pairs: what the comparisons read from it is taken once.
+    values: dict[int, tuple[Any, ...]] = {}
+    vectors = []
+    for i, j in pairs:
+        va = values.get(i)
+        if va is None:
+            va = values[i] = match_values(comparisons, records[i])
+        vb = values.get(j)
+        if vb is None:
+            vb = values[j] = match_values(comparisons, records[j])
+        vectors.append(vector_of_values(comparisons, va, vb))
+    return vectors
 
 
 def sample_random_pairs(n_records: int, n_pairs: int, seed: int = 0) -> list[tuple[int, int]]:

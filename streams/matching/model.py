@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from .comparisons import NULL_LEVEL, Comparison, TermFrequencies
+from .comparisons import NULL_LEVEL, Comparison, TermFrequencies, match_values, vector_of_values
 from .settings import MatchSettings
 
 _PROBABILITY_FLOOR = 1e-12  # keeps log2 finite when an estimate reaches 0 or 1
@@ -154,6 +154,19 @@ class FellegiSunterModel:
     def vector(self, a: Any, b: Any) -> tuple[int, ...]:
         """The comparison vector: each comparison's level index for the pair."""
         return tuple(c.level(a, b) for c in self.comparisons)
+
+    def match_values(self, record: Any) -> tuple[Any, ...]:
+        """What this model's comparisons read from ``record`` (:func:`.comparisons.match_values`), to keep per record."""
+        return match_values(self.comparisons, record)
+
+    def vector_of_values(self, va: Sequence[Any], vb: Sequence[Any]) -> tuple[int, ...]:
+        """:meth:`vector` from the two records' :meth:`match_values`."""
+        return vector_of_values(self.comparisons, va, vb)
+
+    @property
+    def level_weights(self) -> list[list[float]]:
+        """Per comparison, the weight of each level without term-frequency adjustment (the null level's is 0)."""
+        return self._weights
 
     def weight_of_vector(self, vector: Sequence[int]) -> float:
         """Total match weight of a comparison vector, without term-frequency adjustment."""

@@ -84,10 +84,13 @@ def is_placeholder(digits: str) -> bool:
     Placeholders: one digit repeated (0000000000000000, 9999999999999999) and runs that count up or
     down (1234567890123456, 0123456789012345, 9876543210987654).
     """
-    if len(set(digits)) == 1:
+    if not digits:
+        return False
+    if digits.count(digits[0]) == len(digits):
         return True
-    steps = {(int(b) - int(a)) % 10 for a, b in zip(digits, digits[1:])}
-    return steps in ({1}, {9})
+    # A real NIK breaks the run within its first digits, so the scan stops at the first other step.
+    step = (int(digits[1]) - int(digits[0])) % 10
+    return step in (1, 9) and all((int(b) - int(a)) % 10 == step for a, b in zip(digits[1:], digits[2:]))
 
 
 def decode_birth_date(ddmmyy: str, today: date) -> tuple[date, str] | None:
