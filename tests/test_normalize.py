@@ -245,6 +245,8 @@ def test_placeholders_are_missing(value):
         ("367301150590001", NikIssue.WRONG_LENGTH),
         ("36730115059000012", NikIssue.WRONG_LENGTH),
         ("36730115O5900001", NikIssue.NOT_DIGITS),
+        ("367301150590000²", NikIssue.NOT_DIGITS),  # a digit to str.isdigit(), not to int()
+        ("٣٦٧٣٠١١٥٠٥٩٠٠٠٠١", NikIssue.NOT_DIGITS),  # Arabic-Indic digits
         ("9973011505900001", NikIssue.PROVINCE),
         ("3600011505900001", NikIssue.REGENCY),
         ("3673001505900001", NikIssue.DISTRICT),

@@ -159,7 +159,8 @@ def check_nik(
     digits = clean_nik(nik)
     if digits in ("", "-"):
         return NikCheck(None, NikStatus.MISSING, (NikIssue.EMPTY,))
-    if not digits.isdigit():
+    # isdigit() alone accepts other scripts' digits ("²", "٣"), which int() then refuses.
+    if not (digits.isascii() and digits.isdigit()):
         return NikCheck(digits, NikStatus.INVALID, (NikIssue.NOT_DIGITS,))
     if is_placeholder(digits):
         return NikCheck(None, NikStatus.MISSING, (NikIssue.PLACEHOLDER,))
