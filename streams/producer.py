@@ -96,6 +96,12 @@ class ConfirmedProducer:
                    "partition": str(partition).encode(), "offset": str(offset).encode()}
         self.produce(self._dlq_topic, key, value, headers)
 
+    def poll(self) -> None:
+        """Serve the acknowledgements that have arrived, without waiting; raises :class:`DeliveryFailed`
+        when Kafka refused a message."""
+        self._producer.poll(0)
+        self._raise_failure()
+
     def confirm(self) -> None:
         """Block until Kafka has acknowledged every message queued so far."""
         waited_since = time.monotonic()

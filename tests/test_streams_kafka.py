@@ -316,8 +316,10 @@ def test_a_worker_without_its_local_state_recovers_it_from_the_changelog(city: d
             sums = scrape_sums(metrics_url, "simpul_resolver_events_skipped_total", "simpul_resolver_records_in_total")
             skipped = sums["simpul_resolver_events_skipped_total"] if sums is not None else 0.0
             time.sleep(0.2)
-        assert skipped == replayed
-        assert sums is not None and sums["simpul_resolver_records_in_total"] == replayed
+        # More than the replay when the first run's last changes were applied but their offset not
+        # yet committed: those come again too, and a recovered state knows them as well.
+        assert skipped >= replayed
+        assert sums is not None and sums["simpul_resolver_records_in_total"] == skipped
     finally:
         worker.stop()
     after = read_latest(config, config.processors.links_topic, lambda latest: len(latest) >= len(links))
