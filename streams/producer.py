@@ -15,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -28,6 +27,9 @@ from simpul.streams.changes import ChangeError
 log = logging.getLogger(__name__)
 
 Headers = dict[str, bytes]
+
+# librdkafka's RD_KAFKA_PARTITION_UA: the partitioner chooses (by the key's hash).
+UNASSIGNED_PARTITION = -1
 
 
 def dead_letter_reason(exc: Exception) -> str:
@@ -69,21 +71,18 @@ class ConfirmedProducer:
         key: bytes | None,
         value: bytes | None,
         headers: Headers | None = None,
-        partition: int | None = None,
+        partition: int = UNASSIGNED_PARTITION,
         on_offset: Callable[[int], None] | None = None,
     ) -> None:
         """Queue one message (``value`` None: a tombstone); waits for room when the queue is full.
 
-        ``partition`` None leaves it to the key's hash; ``on_offset`` is called with the
+        ``partition`` unassigned leaves it to the key's hash; ``on_offset`` is called with the
         message's offset once Kafka has acknowledged it (within :meth:`confirm`/:meth:`confirmed`).
         """
         callback = self._delivered if on_offset is None else partial(self._delivered_at, on_offset)
-        options: dict[str, Any] = {"headers": headers, "on_delivery": callback}
-        if partition is not None:
-            options["partition"] = partition
         while True:
             try:
-                self._producer.produce(topic, value, key, **options)
+                self._producer.produce(topic, value, key, partition=partition, headers=headers, on_delivery=callback)
                 return
             except BufferError:
                 self._producer.poll(0.05)

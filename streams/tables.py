@@ -23,6 +23,8 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
     """A ``faust.Table`` sending its changelog through ``changelog_producer`` (set before use)."""
 
     changelog_producer: ConfirmedProducer
+    # The changelog's topic-partitions by partition, named once rather than per write.
+    _changelog_tps: dict[int, TP]
 
     def on_key_set(self, key: Any, value: Any) -> None:
         """Send the key's new value to the changelog (Faust calls this on every write)."""
@@ -41,9 +43,10 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
         serializers = self.app.serializers
         key_bytes = serializers.dumps_key(self.key_type, key, serializer=self.key_serializer)
         value_bytes = None if value is None else serializers.dumps_value(self.value_type, value, serializer=self.value_serializer)
-        topic = self.changelog_topic.get_topic_name()
-        tp = TP(topic, partition)
-        self.changelog_producer.produce(topic, key_bytes, value_bytes, partition=partition,
+        tp = self._changelog_tps.get(partition)
+        if tp is None:
+            tp = self._changelog_tps[partition] = TP(self.changelog_topic.get_topic_name(), partition)
+        self.changelog_producer.produce(tp.topic, key_bytes, value_bytes, partition=partition,
                                         on_offset=lambda offset: self.data.set_persisted_offset(tp, offset))
 
 
@@ -51,4 +54,5 @@ def changelog_table(app: faust.App, name: str, producer: ConfirmedProducer, **op
     """Define the table ``name`` on ``app`` (as ``app.Table`` does), its changelog sent by ``producer``."""
     table = LibrdkafkaChangelogTable(app, name=name, beacon=app.tables.beacon, **options)
     table.changelog_producer = producer
+    table._changelog_tps = {}
     return app.tables.add(table)
