@@ -55,7 +55,7 @@ from simpul.streams.citizens import (
 from simpul.streams.producer import ConfirmedProducer, dead_letter_reason
 from simpul.streams.router import run_router
 from simpul.streams.stores import WriteBehindTable
-from simpul.streams.tables import changelog_table
+from simpul.streams.tables import LibrdkafkaChangelogTable, changelog_table
 from simpul.streams.topology import create_resolver_topics, feedback_scopes, load_model, load_resolver_mapping, source_topics
 
 log = logging.getLogger("simpul.streams")
@@ -123,10 +123,8 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
     encoders = OutputEncoders(config, SchemaRegistrar(client))
     producer = ConfirmedProducer(config, "simpul-resolver")
     table_options = {"block_cache_size": p.rocksdb_cache_mb * 1024 * 1024}
-    stores = {
-        name: WriteBehindTable(changelog_table(app, f"er-{name}", producer, partitions=1, options=table_options), p.state_cache_entries)
-        for name in _TABLE_NAMES
-    }
+    tables = {name: changelog_table(app, f"er-{name}", producer, partitions=1, options=table_options) for name in _TABLE_NAMES}
+    stores = {name: WriteBehindTable(table, p.state_cache_entries) for name, table in tables.items()}
     resolver = CitizenResolver(mapping, load_model(config), ResolverState(**stores), p.master_id_key(), feedback_scopes=feedback_scopes(config))
     index_built = False
 
@@ -161,7 +159,7 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
         if change.ts_ms:
             batch.source_ts_ms.append(change.ts_ms)
 
-    confirm_before_commit(app, producer)
+    confirm_before_commit(app, producer, list(tables.values()))
 
     @app.agent(changes, name="resolver")
     async def resolve(stream: Any) -> None:
@@ -230,8 +228,9 @@ class OutputBatch:
         return list(self._latest.values())
 
 
-def confirm_before_commit(app: faust.App, producer: ConfirmedProducer) -> None:
-    """Make Faust's flush before every offset commit also wait for ``producer``'s acknowledgements.
+def confirm_before_commit(app: faust.App, producer: ConfirmedProducer, tables: list[LibrdkafkaChangelogTable]) -> None:
+    """Make Faust's flush before every offset commit also wait for ``producer``'s acknowledgements
+    (then record the changelog offsets ``tables`` now hold).
 
     Faust acknowledges a message when its agent asks for the next one, and commits acknowledged
     offsets every ``commit_interval``, flushing its producer first. Confirming ``producer`` there
@@ -244,6 +243,8 @@ def confirm_before_commit(app: faust.App, producer: ConfirmedProducer) -> None:
     async def flush() -> None:
         with exit_on_failure("resolver"):
             await producer.confirmed()
+        for table in tables:
+            table.persist_acknowledged()
         await faust_flush()
 
     app.producer.flush = flush

@@ -4,13 +4,14 @@ A Faust table sends one changelog message per write through Faust's producer (ai
 100 µs of Python each; the resolver writes about 3.7 table keys per row change, which made the
 changelog the largest cost after matching itself. This table hands the same messages (same topic,
 partition, key and value bytes, so Faust's recovery reads them unchanged) to a
-:class:`ConfirmedProducer`, and records the changelog offset it persisted in its RocksDB store,
-as Faust does, once Kafka has acknowledged the message. The resolver confirms the producer at the
+:class:`ConfirmedProducer`, and records the changelog offset Kafka acknowledged in its RocksDB
+store, as Faust does, when the producer is confirmed (:meth:`persist_acknowledged`). The resolver confirms the producer at the
 end of every batch, before the batch's input offset may be committed.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import faust
@@ -25,6 +26,8 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
     changelog_producer: ConfirmedProducer
     # The changelog's topic-partitions by partition, named once rather than per write.
     _changelog_tps: dict[int, TP]
+    # The last acknowledged changelog offset per topic-partition, not yet persisted in the store.
+    _acknowledged: dict[TP, int]
 
     def on_key_set(self, key: Any, value: Any) -> None:
         """Send the key's new value to the changelog (Faust calls this on every write)."""
@@ -47,7 +50,18 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
         if tp is None:
             tp = self._changelog_tps[partition] = TP(self.changelog_topic.get_topic_name(), partition)
         self.changelog_producer.produce(tp.topic, key_bytes, value_bytes, partition=partition,
-                                        on_offset=lambda offset: self.data.set_persisted_offset(tp, offset))
+                                        on_offset=partial(self._acknowledged.__setitem__, tp))
+
+    def persist_acknowledged(self) -> None:
+        """Record in the store the last changelog offset Kafka acknowledged per partition.
+
+        Called after the producer is confirmed, once per commit rather than once per write (a
+        RocksDB write each). A store that holds more than its persisted offset says is harmless:
+        recovery replays the changelog from there, and the last value of every key wins.
+        """
+        for tp, offset in self._acknowledged.items():
+            self.data.set_persisted_offset(tp, offset)
+        self._acknowledged.clear()
 
 
 def changelog_table(app: faust.App, name: str, producer: ConfirmedProducer, **options: Any) -> LibrdkafkaChangelogTable:
@@ -55,4 +69,5 @@ def changelog_table(app: faust.App, name: str, producer: ConfirmedProducer, **op
     table = LibrdkafkaChangelogTable(app, name=name, beacon=app.tables.beacon, **options)
     table.changelog_producer = producer
     table._changelog_tps = {}
+    table._acknowledged = {}
     return app.tables.add(table)
