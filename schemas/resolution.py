@@ -10,8 +10,9 @@ Feedback (:data:`FEEDBACK_SCHEMA`) is one topic per agency (``sources[].feedback
 record the agency holds, its master id, its life status, and the verified golden fields the
 agency may see; a field outside the agency's scope is always null, whatever the golden record
 holds. ``verified_from`` says where each delivered field came from (the registry, the agency
-itself, or ``another_agency``), and ``updated_ms`` is the
-citizen's latest source change, so a consumer can measure the end-to-end delay.
+itself, or ``another_agency``), and ``updated_ms`` is the latest source change among the
+records that gave the delivered fields, so a consumer can measure the end-to-end delay. A record's
+feedback is sent again only when it changes.
 """
 
 from __future__ import annotations
@@ -125,6 +126,6 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
         *_IDENTITY_FIELDS,
         _optional("deceased", "boolean", "Life status, delivered to every agency; null when no trusted source says."),
         {"name": "verified_from", "type": {"type": "map", "values": "string"}, "doc": "Delivered field to the source that gave it."},
-        {"name": "updated_ms", "type": "long", "doc": "The citizen's latest source change among its members (epoch ms)."},
+        {"name": "updated_ms", "type": "long", "doc": "The latest source change among the records that gave the delivered fields (epoch ms)."},
     ],
 }

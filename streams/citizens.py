@@ -26,8 +26,8 @@ durable Faust tables in the worker) and applies one :class:`RowChange` at a time
 Outputs are messages for compacted topics (value None deletes a key): golden citizens with
 lineage, links (record to citizen with the deciding score), open review pairs, data-quality
 issues, and feedback: for each record of an agency with a feedback scope, its master id, life
-status and the golden fields that agency may see (:func:`feedback_value`), sent again whenever
-its citizen's message is.
+status and the golden fields that agency may see (:func:`feedback_value`), sent again only when
+that message changes. Likewise a review pair's tombstone goes out only for a pair that was open.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
+
+import orjson
 
 from simpul.streams.changes import ChangeError, RowChange
 from simpul.streams.mapping import CanonicalRecord, Mapping, TableMapping, to_canonical
@@ -136,6 +138,7 @@ OTHER_AGENCY = "another_agency"
 
 def feedback_value(
     citizen: abc.Mapping[str, Any], record_id: str, record: abc.Mapping[str, Any], scope: abc.Set[str], registry: str,
+    member_ts: abc.Mapping[str, int],
 ) -> dict[str, Any]:
     """What the agency holding ``record`` hears back about it from its citizen's message.
 
@@ -143,10 +146,14 @@ def feedback_value(
     delivered; ``verified_from`` says where each delivered field came from, naming only the
     ``registry`` or the agency itself: that a clinic gave a job seeker's phone would tell the
     job agency the person is a patient, so any other source is ``another_agency``.
+    ``updated_ms`` is the latest change (``member_ts``: member record id to its last change) among
+    the records that gave the delivered fields, the citizen's when none did: so the message stays
+    the same while what the agency sees does, however often other members change.
     """
     lineage = citizen["lineage"]
     named = {registry, record["source"]}
     delivered = [name for name in FEEDBACK_FIELDS if name in scope] + ["deceased"]
+    givers = [member_ts[lineage[name]] for name in delivered if lineage.get(name) in member_ts]
     return {
         "record_id": record_id,
         "table": record["table"],
@@ -155,8 +162,13 @@ def feedback_value(
         **{name: citizen[name] if name in scope else None for name in FEEDBACK_FIELDS},
         "deceased": citizen["deceased"],
         "verified_from": {name: _named(record_source(lineage[name]), named) for name in delivered if name in lineage},
-        "updated_ms": citizen["updated_ms"],
+        "updated_ms": max(givers) if givers else citizen["updated_ms"],
     }
+
+
+def _digest(message: abc.Mapping[str, Any]) -> str:
+    """A short fingerprint of a message (stable across processes), to tell whether it changed."""
+    return hashlib.blake2b(orjson.dumps(message, option=orjson.OPT_SORT_KEYS), digest_size=8).hexdigest()
 
 
 class CitizenResolver:
@@ -308,6 +320,10 @@ class CitizenResolver:
             "r": stored["r"] if stored is not None else {},
             "m": stored["m"] if stored is not None else None,
         }
+        # Open review pairs sent with this record as the first id (see ``_publish_reviews``);
+        # an entry stored before that bookkeeping existed has none, so all its tombstones are sent.
+        if stored is None or "ro" in stored:
+            entry["ro"] = stored["ro"] if stored is not None else {}
         links = self._set_edges(record_id, self._remember(record_id, record), entry, work)  # stores the entry
         result.decisions[LINK if links else (REVIEW if entry["r"] else RULE_NEW)] += 1
         work.changed.add(record_id)
@@ -364,11 +380,15 @@ class CitizenResolver:
         ruled.discard(record_id)
         return blocked, ruled
 
-    def _decide(self, record: _Parsed, other: _Parsed, blocked: bool) -> tuple[str, float] | tuple[None, float] | None:
-        """(rule, probability) for a link, (None, probability) for review, None for neither."""
-        rule = deterministic_rule(record.record, other.record)
-        if rule is not None:
-            return rule, 1.0
+    def _decide(self, record: _Parsed, other: _Parsed, blocked: bool, ruled: bool) -> tuple[str, float] | tuple[None, float] | None:
+        """(rule, probability) for a link, (None, probability) for review, None for neither.
+
+        ``ruled``: the two share a rule key (verified NIK, KK and name); without one no
+        deterministic rule can hold, so it is not tested."""
+        if ruled:
+            rule = deterministic_rule(record.record, other.record)
+            if rule is not None:
+                return rule, 1.0
         if not blocked:
             return None
         score = self.scorer.score_values(record.record, other.record, record.match_values, other.match_values)
@@ -387,7 +407,7 @@ class CitizenResolver:
             other = self._parsed_record(other_id)
             if other is None:
                 continue
-            decision = self._decide(record, other, other_id in blocked)
+            decision = self._decide(record, other, other_id in blocked, other_id in ruled)
             if decision is None:
                 continue
             rule, probability = decision
@@ -525,8 +545,28 @@ class CitizenResolver:
             entry = records.get(changed)
             if entry is not None:
                 work.review_pairs.update(_pair(changed, o) for o in entry["r"])
+        self._publish_reviews(work, result)
+
+    def _publish_reviews(self, work: _Work, result: ApplyResult) -> None:
+        """The review messages of the pairs a change touched: each open pair's, and a tombstone for
+        each pair that was open until now. A pair that scored in the review range between two
+        records already in one citizen was never open, so it gets no tombstone (without the
+        bookkeeping, most changes would send one for nothing); a repeated event sends them all."""
+        records = self.state.records
         for a, b in sorted(work.review_pairs):
-            result.outputs.append(Output(REVIEW, f"{a}|{b}", self._review(a, b)))
+            value = self._review(a, b)
+            entry = records.get(a)
+            opened = entry.get("ro") if entry is not None else None
+            if value is not None:
+                if opened is not None and b not in opened:
+                    opened[b] = 1
+                    records[a] = entry
+            elif opened is not None and b not in opened and not work.force:
+                continue
+            elif opened is not None and b in opened:
+                del opened[b]
+                records[a] = entry
+            result.outputs.append(Output(REVIEW, f"{a}|{b}", value))
 
     def _link(self, record_id: str, master: str, entries: dict[str, Any]) -> dict[str, Any]:
         """The link message: the record's citizen and the strongest edge that put it there."""
@@ -572,17 +612,30 @@ class CitizenResolver:
             "updated_ms": max(entries[r]["ts"] for r in members),
         }
         stored = self.state.citizens.get(master)
-        if stored is not None and stored["value"] == value and not work.force:
-            return
-        old_issues = set(stored["issues"]) if stored is not None else set()
-        self.state.citizens[master] = {"members": members, "value": value, "issues": sorted(issues)}
-        result.outputs.append(Output(CITIZEN, master, value))
-        # Feedback is a function of the citizen's message and the member, so it changes only when that message does.
+        # Each member's feedback is sent when it differs from the one sent last (its digest is
+        # kept with the citizen), not with every change of the citizen's message.
+        sent = stored.get("fb", {}) if stored is not None else {}
+        digests: dict[str, str] = {}
+        feedback: list[Output] = []
+        member_ts = {r: entries[r]["ts"] for r in members}
         for record_id in members:
             record = entries[record_id]["rec"]
             scope = self.feedback_scopes.get(record["source"])
             if scope is not None:
-                result.outputs.append(Output(FEEDBACK, record_id, feedback_value(value, record_id, record, scope, self.registry)))
+                message = feedback_value(value, record_id, record, scope, self.registry, member_ts)
+                digests[record_id] = _digest(message)
+                if work.force or sent.get(record_id) != digests[record_id]:
+                    feedback.append(Output(FEEDBACK, record_id, message))
+        changed = stored is None or stored["value"] != value or work.force
+        if not changed and not feedback and digests == sent:
+            return
+        old_issues = set(stored["issues"]) if stored is not None else set()
+        self.state.citizens[master] = {"members": members, "value": value, "issues": sorted(issues), "fb": digests}
+        if changed:
+            result.outputs.append(Output(CITIZEN, master, value))
+        result.outputs.extend(feedback)
+        if not changed:
+            return
         for kind in sorted(old_issues - set(issues)):
             result.outputs.append(Output(QUALITY, f"{master}|{kind}", None))
         for kind, record_ids in sorted(issues.items()):

@@ -21,7 +21,7 @@ from simpul.seed.population import generate_population
 from simpul.streams.app import OutputEncoders
 from simpul.streams.changes import RowChange, plain_value
 from simpul.streams.citizens import (
-    CITIZEN, FEEDBACK, FEEDBACK_FIELDS, LINK, QUALITY, CitizenResolver, Output, ResolverState, feedback_value, master_id,
+    CITIZEN, FEEDBACK, FEEDBACK_FIELDS, LINK, QUALITY, REVIEW, CitizenResolver, Output, ResolverState, feedback_value, master_id,
 )
 from simpul.streams.mapping import CanonicalRecord, load_mapping, to_canonical
 from simpul.streams.matching import FellegiSunterModel
@@ -134,6 +134,27 @@ def test_any_order_with_repeats_and_stale_replays_gives_the_same_citizens_and_id
     assert _masters(resolver) == _masters(reference)
     assert {m: c["value"] for m, c in resolver.state.citizens.items()} == {m: c["value"] for m, c in reference.state.citizens.items()}
     assert _latest(_all_outputs(results), FEEDBACK) == _latest(_all_outputs(reference_results), FEEDBACK)
+    assert _latest(_all_outputs(results), REVIEW) == _latest(_all_outputs(reference_results), REVIEW)
+
+
+def test_a_review_tombstone_follows_only_an_open_review(city: Any) -> None:
+    changes, model, _ = city
+    resolver, results = _run(changes, model)
+    # Changes that touch review-range pairs without opening them (birth dates gone), then the
+    # deletion of one record of each open pair, which closes it.
+    later = [RowChange(c.source, c.table, c.key, "u", (len(changes) + n,), c.ts_ms + 10**9, {**c.values, "tanggal_lahir": None})
+             for n, c in enumerate(changes) if c.table == "public.penduduk" and n % 3 == 0]
+    results += [resolver.apply(change) for change in later]
+    still_open = _latest(_all_outputs(results), REVIEW)
+    assert still_open
+    for n, pair in enumerate(still_open):
+        source, table, key = pair.split("|")[1].split(":", 2)
+        results.append(resolver.apply(RowChange(source, table, key, "d", (2 * len(changes) + n,), 1_800_000_000_000, None)))
+    published: dict[str, bool] = {}
+    for output in (o for o in _all_outputs(results) if o.kind == REVIEW):
+        assert output.value is not None or published.get(output.key), f"a tombstone for {output.key}, which was never open"
+        published[output.key] = output.value is not None
+    assert not any(published.values()) and set(still_open) <= set(published)
 
 
 def _penduduk(nik: str, name: str, born: str, sex: str = "LAKI-LAKI", kk: str = "3673010101100001") -> dict[str, Any]:
@@ -156,7 +177,12 @@ class _Feed:
     def put(self, source: str, table: str, key: str, values: dict[str, Any] | None) -> Any:
         self.n += 1
         op = "d" if values is None else "u"
-        return self.resolver.apply(RowChange(source, table, key, op, (self.n,), 1_000 * self.n, values))
+        self.last = RowChange(source, table, key, op, (self.n,), 1_000 * self.n, values)
+        return self.resolver.apply(self.last)
+
+    def again(self) -> Any:
+        """The last change delivered once more (as after a crash)."""
+        return self.resolver.apply(self.last)
 
 
 @pytest.fixture()
@@ -273,26 +299,31 @@ _CITIZEN = {
                 "phone": "dinkes:public.pasien:RM1", "deceased": "disdukcapil:public.penduduk:1"},
     "updated_ms": 1_700_000_000_123,
 }
+# When each member last changed: the registry record before the clinic's.
+_MEMBER_TS = {"disdukcapil:public.penduduk:1": 1_700_000_000_100, "dinkes:public.pasien:RM1": 1_700_000_000_123}
 
 
 def test_feedback_value_carries_the_scope_life_status_and_lineage_of_delivered_fields_only() -> None:
     record = {"source": "dinsos", "table": "bansos.anggota_penerima", "record_key": "9"}
-    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset({"nik", "name", "kk"}), "disdukcapil")
+    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset({"nik", "name", "kk"}), "disdukcapil", _MEMBER_TS)
     assert value["record_id"] == "dinsos:bansos.anggota_penerima:9" and value["table"] == "bansos.anggota_penerima" and value["record_key"] == "9"
-    assert value["master_id"] == "C1" and value["updated_ms"] == 1_700_000_000_123
+    # Dated by the records that gave what is delivered: the clinic's later change is not among them.
+    assert value["master_id"] == "C1" and value["updated_ms"] == 1_700_000_000_100
     assert {f: value[f] for f in FEEDBACK_FIELDS if value[f] is not None} == {"nik": NIK_A, "name": "SUGENG SANTOSO", "kk": "3673010101100001"}
     assert value["deceased"] is True
     # The phone's source (a clinic) is not said to an agency that may not see the phone.
     assert value["verified_from"] == {"nik": "disdukcapil", "name": "disdukcapil", "kk": "disdukcapil", "deceased": "disdukcapil"}
     # No scope: only the master id and life status.
-    bare = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(), "disdukcapil")
+    bare = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(), "disdukcapil", _MEMBER_TS)
     assert all(bare[f] is None for f in FEEDBACK_FIELDS) and bare["verified_from"] == {"deceased": "disdukcapil"}
+    assert bare["updated_ms"] == 1_700_000_000_100
     # The message is exactly what the registered schema describes.
-    everything = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(FEEDBACK_FIELDS), "disdukcapil")
+    everything = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, frozenset(FEEDBACK_FIELDS), "disdukcapil", _MEMBER_TS)
+    assert everything["updated_ms"] == 1_700_000_000_123
     assert [f["name"] for f in FEEDBACK_SCHEMA["fields"]] == list(everything)
     # A field from an agency other than the registry and the receiver does not name that agency.
     assert everything["verified_from"]["phone"] == "another_agency" and everything["titles"] == ["H."]
-    patient = feedback_value(_CITIZEN, "dinkes:public.pasien:RM1", {**record, "source": "dinkes"}, frozenset(FEEDBACK_FIELDS), "disdukcapil")
+    patient = feedback_value(_CITIZEN, "dinkes:public.pasien:RM1", {**record, "source": "dinkes"}, frozenset(FEEDBACK_FIELDS), "disdukcapil", _MEMBER_TS)
     assert patient["verified_from"]["phone"] == "dinkes"
     for message in (value, bare, everything):
         assert fastavro.validate(message, fastavro.parse_schema(FEEDBACK_SCHEMA), raise_errors=True)
@@ -371,14 +402,32 @@ def test_a_registry_death_reaches_the_aid_agency(feed: _Feed) -> None:
     assert member["kk"] == "3673010101100001" and member["phone"] is None and member["street"] is None
 
 
+def test_an_agency_hears_again_only_when_what_it_sees_changes(feed: _Feed) -> None:
+    registry_id, job_id = f"disdukcapil:public.penduduk:{NIK_A}", "disnaker:disnaker.ak1_pencari_kerja:5"
+    feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    feed.put(*AK, "5", _ak1(5, NIK_A, "SUGENG SANTOSA", "1984-04-11"))
+    # A clinic's record without address or phone joins the citizen: the citizen's message changes
+    # (its members), but nothing the others see does, so only the clinic hears back.
+    joined = feed.put(*PS, "RM1", {**_pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"), "telepon": None, "alamat": None, "kelurahan": None})
+    assert any(o.kind == CITIZEN for o in joined.outputs)
+    assert {o.key for o in joined.outputs if o.kind == FEEDBACK} == {"dinkes:public.pasien:RM1"}
+    # A death changes what everyone sees.
+    died = feed.put(*PD, NIK_A, {**_penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"), "status_hidup": "MATI"})
+    heard = _latest(died.outputs, FEEDBACK)
+    assert set(heard) == {registry_id, job_id, "dinkes:public.pasien:RM1"} and all(m["deceased"] for m in heard.values())
+    # A repeated event sends everything again (a crash may have lost the first sending).
+    assert {o.key for o in feed.again().outputs if o.kind == FEEDBACK} == set(heard)
+
+
 def test_a_source_without_a_scope_hears_nothing(city: Any) -> None:
     feed = _Feed(CitizenResolver(MAPPING, city[1], ResolverState(), ID_KEY, today=TODAY, feedback_scopes={"disdukcapil": frozenset()}))
-    feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
+    first = feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
     linked = feed.put(*PS, "RM1", _pasien("RM1", NIK_A, "SUGENG SANTOSO", "1984-04-11"))
     deleted = feed.put(*PS, "RM1", None)
-    keys = {o.key for o in linked.outputs + deleted.outputs if o.kind == FEEDBACK}
-    assert keys == {f"disdukcapil:public.penduduk:{NIK_A}"}
-    registry = _latest(linked.outputs, FEEDBACK)[f"disdukcapil:public.penduduk:{NIK_A}"]
+    assert {o.key for o in first.outputs if o.kind == FEEDBACK} == {f"disdukcapil:public.penduduk:{NIK_A}"}
+    # The clinic hears nothing, and its record coming and going changes nothing the registry sees.
+    assert [o for o in linked.outputs + deleted.outputs if o.kind == FEEDBACK] == []
+    registry = _latest(first.outputs, FEEDBACK)[f"disdukcapil:public.penduduk:{NIK_A}"]
     assert all(registry[f] is None for f in FEEDBACK_FIELDS) and registry["deceased"] is False
 
 
@@ -403,7 +452,7 @@ def test_feedback_goes_to_the_topic_of_the_records_source_tombstones_included() 
     config = load_config(SHIPPED)
     encoders = OutputEncoders(config, SchemaRegistrar(Registry()))
     record = {"source": "dinsos", "table": "bansos.anggota_penerima", "record_key": "9"}
-    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, SCOPES["dinsos"], "disdukcapil")
+    value = feedback_value(_CITIZEN, "dinsos:bansos.anggota_penerima:9", record, SCOPES["dinsos"], "disdukcapil", _MEMBER_TS)
     topic, key, encoded = encoders.encode(Output(FEEDBACK, "dinsos:bansos.anggota_penerima:9", value))
     assert topic == config.source("dinsos").feedback_topic == "simpul.feedback.dinsos" and key and encoded
     assert encoders.encode(Output(FEEDBACK, "disnaker:disnaker.ak1_pencari_kerja:5", None))[::2] == ("simpul.feedback.disnaker", None)
