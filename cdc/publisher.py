@@ -109,7 +109,7 @@ class EventPublisher:
                     **base,
                     "client.id": f"simpul-cdc-{source.name}",
                     "compression.type": "lz4",
-                    "linger.ms": 5,
+                    "linger.ms": 20,
                     "partitioner": "murmur2_random",
                     # Bounded memory: a million-row transaction waits on Kafka instead of piling up here.
                     "queue.buffering.max.messages": 100_000,

@@ -40,6 +40,7 @@ def committing_consumer_config(base: Mapping[str, Any], group: str) -> ClientCon
         "isolation.level": "read_committed",
         "session.timeout.ms": 10_000,
         "fetch.wait.max.ms": 50,
+        "fetch.min.bytes": 16_384,
     }
 
 

@@ -57,7 +57,7 @@ class ConfirmedProducer:
                     **{
                         "client.id": client_id,
                         "compression.type": "lz4",
-                        "linger.ms": 5,
+                        "linger.ms": 20,
                         "queue.buffering.max.messages": 200_000,
                     },
                 )
