@@ -31,7 +31,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from simpul.cdc import metrics
 from simpul.config import SimpulConfig, SourceSettings
-from simpul.kafka import client_config, create_topics, reliable_producer_config
+from simpul.kafka import client_config, create_topics, streaming_producer_config
 from simpul.schemas.wire import ConfluentAvroEncoder, SchemaRegistrar
 
 Position = dict[str, Any]
@@ -104,12 +104,10 @@ class EventPublisher:
         self.source = source
         base = client_config(config.kafka)
         self._producer = Producer(
-            reliable_producer_config(
+            streaming_producer_config(
                 {
                     **base,
                     "client.id": f"simpul-cdc-{source.name}",
-                    "compression.type": "lz4",
-                    "linger.ms": 20,
                     "partitioner": "murmur2_random",
                     # Bounded memory: a million-row transaction waits on Kafka instead of piling up here.
                     "queue.buffering.max.messages": 100_000,

@@ -19,7 +19,7 @@ from functools import partial
 from confluent_kafka import KafkaError, Message, Producer
 
 from simpul.config import SimpulConfig
-from simpul.kafka import client_config, reliable_producer_config
+from simpul.kafka import client_config, streaming_producer_config
 from simpul.schemas.wire import WireFormatError
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError
@@ -51,16 +51,8 @@ class ConfirmedProducer:
     def __init__(self, config: SimpulConfig, client_id: str) -> None:
         self._dlq_topic = config.processors.dlq_topic
         self._producer = Producer(
-            reliable_producer_config(
-                client_config(
-                    config.kafka,
-                    **{
-                        "client.id": client_id,
-                        "compression.type": "lz4",
-                        "linger.ms": 20,
-                        "queue.buffering.max.messages": 200_000,
-                    },
-                )
+            streaming_producer_config(
+                client_config(config.kafka, **{"client.id": client_id, "queue.buffering.max.messages": 200_000})
             )
         )
         self._failure: KafkaError | None = None
