@@ -557,15 +557,15 @@ class CitizenResolver:
             value = self._review(a, b)
             entry = records.get(a)
             opened = entry.get("ro") if entry is not None else None
-            if value is not None:
-                if opened is not None and b not in opened:
-                    opened[b] = 1
+            if opened is not None:
+                if value is None and b not in opened and not work.force:
+                    continue
+                if (value is not None) != (b in opened):
+                    if value is None:
+                        del opened[b]
+                    else:
+                        opened[b] = 1
                     records[a] = entry
-            elif opened is not None and b not in opened and not work.force:
-                continue
-            elif opened is not None and b in opened:
-                del opened[b]
-                records[a] = entry
             result.outputs.append(Output(REVIEW, f"{a}|{b}", value))
 
     def _link(self, record_id: str, master: str, entries: dict[str, Any]) -> dict[str, Any]:
@@ -612,36 +612,41 @@ class CitizenResolver:
             "updated_ms": max(entries[r]["ts"] for r in members),
         }
         stored = self.state.citizens.get(master)
-        # Each member's feedback is sent when it differs from the one sent last (its digest is
-        # kept with the citizen), not with every change of the citizen's message.
         sent = stored.get("fb", {}) if stored is not None else {}
-        digests: dict[str, str] = {}
-        feedback: list[Output] = []
-        member_ts = {r: entries[r]["ts"] for r in members}
-        for record_id in members:
-            record = entries[record_id]["rec"]
-            scope = self.feedback_scopes.get(record["source"])
-            if scope is not None:
-                message = feedback_value(value, record_id, record, scope, self.registry, member_ts)
-                digests[record_id] = _digest(message)
-                if work.force or sent.get(record_id) != digests[record_id]:
-                    feedback.append(Output(FEEDBACK, record_id, message))
+        digests, feedback = self._feedback(value, entries, sent, work.force)
         changed = stored is None or stored["value"] != value or work.force
-        if not changed and not feedback and digests == sent:
+        if not changed and digests == sent:
             return
-        old_issues = set(stored["issues"]) if stored is not None else set()
         self.state.citizens[master] = {"members": members, "value": value, "issues": sorted(issues), "fb": digests}
         if changed:
             result.outputs.append(Output(CITIZEN, master, value))
         result.outputs.extend(feedback)
         if not changed:
             return
+        old_issues = set(stored["issues"]) if stored is not None else set()
         for kind in sorted(old_issues - set(issues)):
             result.outputs.append(Output(QUALITY, f"{master}|{kind}", None))
         for kind, record_ids in sorted(issues.items()):
             result.outputs.append(Output(QUALITY, f"{master}|{kind}", {
                 "issue": kind, "master_id": master, "record_ids": record_ids, "detected_ms": value["updated_ms"],
             }))
+
+    def _feedback(self, citizen: dict[str, Any], entries: dict[str, Any], sent: dict[str, str], force: bool) -> tuple[dict[str, str], list[Output]]:
+        """Each scoped member's feedback digest, and the messages whose digest differs from the one
+        ``sent`` last (kept with the citizen), or all of them with ``force``."""
+        digests: dict[str, str] = {}
+        outputs: list[Output] = []
+        member_ts = {r: entry["ts"] for r, entry in entries.items()}
+        for record_id in citizen["members"]:
+            record = entries[record_id]["rec"]
+            scope = self.feedback_scopes.get(record["source"])
+            if scope is None:
+                continue
+            message = feedback_value(citizen, record_id, record, scope, self.registry, member_ts)
+            digests[record_id] = digest = _digest(message)
+            if force or sent.get(record_id) != digest:
+                outputs.append(Output(FEEDBACK, record_id, message))
+        return digests, outputs
 
     def _issues(self, entries: dict[str, Any], golden: dict[str, Any]) -> dict[str, list[str]]:
         """Citizen-level conflicts, each with the records involved (ids only)."""
