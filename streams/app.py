@@ -99,7 +99,7 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
     """The resolver's Faust app; topics are created and schemas registered here."""
     p = config.processors
     mapping = load_resolver_mapping(config)
-    create_resolver_topics(config, source_topics(config, mapping))
+    create_resolver_topics(config)
     client = registry or SchemaRegistryClient({"url": config.schema_registry.url})
 
     datadir = config.home / "processors" / p.app_id

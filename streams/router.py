@@ -30,7 +30,7 @@ from simpul.shutdown import Shutdown
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError, RowChange, encode_changes, row_change, value_converters
 from simpul.streams.producer import ConfirmedProducer, dead_letter_reason
-from simpul.streams.topology import SourceTopic, create_resolver_topics, load_resolver_mapping, source_topics
+from simpul.streams.topology import SourceTopic, create_router_topics, load_resolver_mapping, source_topics
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ChangeRouter:
         self.batch_size = p.batch_size
         self.wait_s = p.batch_ms / 1000
         inputs = source_topics(config, load_resolver_mapping(config))
-        create_resolver_topics(config, inputs)
+        create_router_topics(config, inputs)
         self.inputs = {t.topic: t for t in inputs}
         self.envelopes = EnvelopeReader(registry or SchemaRegistryClient({"url": config.schema_registry.url}))
         self._routed: dict[str, Any] = {t.topic: metrics.ROUTED.labels(t.source, t.table) for t in inputs}

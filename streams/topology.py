@@ -60,14 +60,26 @@ def feedback_scopes(config: SimpulConfig) -> dict[str, frozenset[str]]:
     return {s.name: frozenset(s.feedback.fields) for s in config.sources}
 
 
-def create_resolver_topics(config: SimpulConfig, topics: list[SourceTopic]) -> None:
-    """Create the topics the processors read and write, so nothing relies on broker auto-creation."""
+def create_router_topics(config: SimpulConfig, inputs: list[SourceTopic]) -> None:
+    """Create the topics the router reads and writes (the CDC topics, the changes and dead-letter
+    topics), so nothing relies on broker auto-creation or on the connectors having started."""
+    kafka = config.kafka
+    create_topics(client_config(kafka), [NewTopic(t.topic, kafka.partitions, kafka.replication_factor) for t in inputs] + _shared_topics(config))
+
+
+def create_resolver_topics(config: SimpulConfig) -> None:
+    """Create the topics the resolver reads and writes: the changes and dead-letter topics and its
+    compacted outputs (citizens, links, reviews, data quality, every source's feedback)."""
     kafka, p = config.kafka, config.processors
     compacted = {"cleanup.policy": "compact"}
+    outputs = (p.citizens_topic, p.links_topic, p.reviews_topic, p.quality_topic, *(s.feedback_topic for s in config.sources))
     create_topics(
         client_config(kafka),
-        [NewTopic(t.topic, kafka.partitions, kafka.replication_factor) for t in topics]
-        + [NewTopic(p.changes_topic, 1, kafka.replication_factor), NewTopic(p.dlq_topic, 1, kafka.replication_factor)]
-        + [NewTopic(name, kafka.partitions, kafka.replication_factor, config=compacted)
-           for name in (p.citizens_topic, p.links_topic, p.reviews_topic, p.quality_topic, *(s.feedback_topic for s in config.sources))],
+        _shared_topics(config) + [NewTopic(name, kafka.partitions, kafka.replication_factor, config=compacted) for name in outputs],
     )
+
+
+def _shared_topics(config: SimpulConfig) -> list[NewTopic]:
+    """The single-partition topics between the two roles: the router's row changes, and the dead letters both write."""
+    kafka, p = config.kafka, config.processors
+    return [NewTopic(p.changes_topic, 1, kafka.replication_factor), NewTopic(p.dlq_topic, 1, kafka.replication_factor)]
