@@ -277,7 +277,7 @@ def _print_resolution(resolution: Any, records: int) -> None:
     summary.add_row("review pairs", f"{len(resolution.reviews):,}")
     if resolution.em is not None:
         summary.add_row("model", f"estimated on the input ({resolution.em.n_distinct_vectors:,} distinct comparison vectors)")
-    summary.add_row("lambda (match rate among candidates)", f"{resolution.model.lambda_:.4f}")
+    summary.add_row("lambda (chance two random records match)", f"{resolution.model.lambda_:.4f}")
     out.print(summary)
     levels = Table("comparison", "level", "m", "u", "weight (bits)")
     for name, rows in resolution.model.parameters()["comparisons"].items():

@@ -251,8 +251,11 @@ def test_deleted_record_leaves_its_citizen_and_stale_events_are_ignored(feed: _F
 
 
 def test_one_nik_with_two_birth_dates_and_deceased_aid_recipients_are_quality_issues(feed: _Feed) -> None:
+    feed.put("disdukcapil", "public.kartu_keluarga", "3673010101100001", {"no_kk": "3673010101100001", "kepala_keluarga": "SUGENG SANTOSO",
+             "alamat": "KP. BENGGALA", "rt": "1", "rw": "2", "kelurahan": "Unyur", "kecamatan": "Serang"})
     feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11"))
-    # The clinic typed the birth day one off: still him (NIK and name), but two birth dates for one NIK.
+    # The clinic typed the birth day one off: still him (name, address, a birth date one keystroke
+    # away), but two birth dates for one NIK. Its NIK, contradicting its birth date, is not compared.
     result = feed.put(*PS, "RM2", _pasien("RM2", NIK_A, "SUGENG SANTOSO", "1984-04-12"))
     records = feed.resolver.state.records
     master = records[f"disdukcapil:public.penduduk:{NIK_A}"]["m"]

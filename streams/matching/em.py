@@ -7,8 +7,8 @@ blocking produced, treating match status as the hidden variable of a two-class m
 Comparison vectors repeat massively (a few thousand distinct vectors for hundreds of thousands of
 pairs), so vectors are counted first and every EM iteration runs over the distinct ones: the cost
 per iteration does not depend on the number of pairs. Null levels (index 0) contribute to neither
-class. ``lambda`` here is the match rate among candidate pairs, which is the right prior for
-scoring candidates produced by the same blocking rules.
+class. ``lambda`` here is the match rate among the pairs given; the model's prior is the chance
+for two random records, which ``streams.resolve`` derives from it.
 """
 
 from __future__ import annotations

@@ -153,10 +153,10 @@ def default_settings() -> MatchSettings:
     is deliberately not compared: it identifies a household, and family members share it *and*
     the address, so scoring both double-counts evidence that cannot tell a person from their
     relatives (it is still a blocking key). Blocking
-    rules (union): NIK's first 12 digits; NIK's last 8; birth date + first 3 letters of the name;
+    rules (union): NIK's first 12 digits; NIK's last 8 + name initial; birth date + first 3 letters of the name;
     name tokens sorted + birth year; phone's last 8 digits; KK + birth year; kelurahan + birth
     year + name initial. The starting prior is about one true pair per
-    ten thousand, EM re-estimates it.
+    ten thousand among candidates; training re-estimates it as the chance for two random records.
     """
     return MatchSettings(
         fields=["nik", "name", "name_tokens", "birth_date", "sex", "kelurahan", "rt", "rw", "kk", "phone"],
@@ -170,9 +170,12 @@ def default_settings() -> MatchSettings:
         ],
         blocking_rules=[
             # Two overlapping NIK keys instead of the whole NIK, so one mistyped digit in either
-            # half still meets: region+district+DDMMYY, and MMYY+serial.
+            # half still meets: region+district+DDMMYY, and MMYY+serial with the name's initial.
+            # Serials restart at 0001 for every region and birth date, so MMYY+serial alone makes
+            # blocks that grow with the population (82 records at 20,000 residents, past the
+            # block size limit for a whole city, where they would be skipped).
             BlockingRuleSpec(name="nik_head12", keys=["nik|prefix:12"]),
-            BlockingRuleSpec(name="nik_tail8", keys=["nik|last:8"]),
+            BlockingRuleSpec(name="nik_tail8_initial", keys=["nik|last:8", "name|prefix:1"]),
             BlockingRuleSpec(name="birth_date_name3", keys=["birth_date", "name|prefix:3"]),
             BlockingRuleSpec(name="name_sorted_birth_year", keys=["name|sorted", "birth_date|year"]),
             BlockingRuleSpec(name="phone_last8", keys=["phone|last:8"]),
