@@ -29,8 +29,27 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
     # The last acknowledged changelog offset per topic-partition, not yet persisted in the store.
     _acknowledged: dict[TP, int]
 
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The stored value of ``key``, or ``default``: one store read.
+
+        Through Faust's table a read asks the store whether the key is there and then reads it, and
+        a missing key (the usual case for a new row) raises a KeyError on the way.
+        """
+        store = self.data
+        raw = store._get(store._encode_key(key))
+        return default if raw is None else store._decode_value(raw)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Store ``key``'s value and send it to the changelog, encoded once for both (Faust encodes
+        it for each)."""
+        store = self.data
+        key_bytes, value_bytes = store._encode_key(key), store._encode_value(value)
+        store._set(key_bytes, value_bytes)
+        self._produce(key, key_bytes, value_bytes)
+        self._sensor_on_set(self, key, value)
+
     def on_key_set(self, key: Any, value: Any) -> None:
-        """Send the key's new value to the changelog (Faust calls this on every write)."""
+        """Send the key's new value to the changelog (Faust calls this on writes other than ``table[key] = value``)."""
         self._send(key, value)
         self._sensor_on_set(self, key, value)
 
@@ -40,12 +59,15 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
         self._sensor_on_del(self, key)
 
     def _send(self, key: Any, value: Any) -> None:
-        partition = self.partition_for_key(key)
-        if partition is None:
-            raise TypeError(f"table {self.name}: a changelog partition is needed (use_partitioner is not supported)")
         serializers = self.app.serializers
         key_bytes = serializers.dumps_key(self.key_type, key, serializer=self.key_serializer)
         value_bytes = None if value is None else serializers.dumps_value(self.value_type, value, serializer=self.value_serializer)
+        self._produce(key, key_bytes, value_bytes)
+
+    def _produce(self, key: Any, key_bytes: bytes, value_bytes: bytes | None) -> None:
+        partition = self.partition_for_key(key)
+        if partition is None:
+            raise TypeError(f"table {self.name}: a changelog partition is needed (use_partitioner is not supported)")
         tp = self._changelog_tps.get(partition)
         if tp is None:
             tp = self._changelog_tps[partition] = TP(self.changelog_topic.get_topic_name(), partition)
