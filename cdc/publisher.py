@@ -32,6 +32,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from simpul.cdc import metrics
 from simpul.config import SimpulConfig, SourceSettings
 from simpul.kafka import client_config, create_topics, streaming_producer_config
+from simpul.metrics import LabelledChildren
 from simpul.schemas.wire import ConfluentAvroEncoder, SchemaRegistrar
 
 Position = dict[str, Any]
@@ -123,8 +124,7 @@ class EventPublisher:
         self._checkpoints: deque[tuple[int, Position]] = deque()
         self._failure: KafkaError | None = None
         self.dead_letters = 0
-        # Metric children looked up once: labels() per event costs more than the increment.
-        self._event_counters: dict[tuple[str, str], Any] = {}
+        self._events = LabelledChildren(metrics.EVENTS)
         self._commit_to_ack = metrics.COMMIT_TO_ACK.labels(source.name)
 
     # --- topics and schemas ----------------------------------------------------------------------
@@ -184,10 +184,7 @@ class EventPublisher:
         value_bytes = self.encoder(topic, envelope_schema, False).encode(envelope) if envelope is not None and envelope_schema is not None else None
         self._produce(topic, key_bytes, value_bytes, commit_ts_ms)
         if op is not None:
-            counter = self._event_counters.get((table, op))
-            if counter is None:
-                counter = self._event_counters[(table, op)] = metrics.EVENTS.labels(self.source.name, table, op)
-            counter.inc()
+            self._events(self.source.name, table, op).inc()
 
     def heartbeat(self, ts_ms: int) -> None:
         """A Debezium heartbeat record, so a slot on an idle or filtered database can advance."""

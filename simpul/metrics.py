@@ -7,6 +7,8 @@ from ``metrics.port`` plus the component's fixed offset below, so Prometheus kno
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
 from simpul.config import SimpulConfig
@@ -41,3 +43,22 @@ def serve_metrics(host: str, port: int, registry: CollectorRegistry = REGISTRY) 
     """Serve ``/metrics`` for this process in a background thread; port 0 means do not serve."""
     if port:
         start_http_server(port, addr=host, registry=registry)
+
+
+class LabelledChildren:
+    """A labelled metric's children by label values, each looked up once.
+
+    ``metric.labels(...)`` takes a lock and builds the key on every call, which costs more than
+    the increment that follows; per-event code asks this instead.
+    """
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        """The child of ``metric`` for these label values."""
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child

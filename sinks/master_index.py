@@ -25,6 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from simpul.config import SimpulConfig
+from simpul.metrics import LabelledChildren
 from simpul.schemas.resolution import CITIZEN_SCHEMA
 from simpul.schemas.wire import ConfluentAvroDecoder, WireFormatError
 from simpul.sinks import metrics
@@ -96,6 +97,7 @@ class MasterIndexSink:
         p = config.processors
         self.kinds = {p.citizens_topic: CITIZEN, p.links_topic: LINK, p.reviews_topic: REVIEW, p.quality_topic: QUALITY}
         self.decoder = decoder
+        self._messages = LabelledChildren(metrics.MESSAGES)
         self._dsn = config.sinks.master_index.dsn()
         self.conn = self._connect()
         ensure_schema(self.conn)
@@ -145,7 +147,7 @@ class MasterIndexSink:
         result.latencies_s = [max(0.0, committed_s - d.message.source_ts_ms / 1000) for d in by_kind[CITIZEN] if d.message.source_ts_ms]
         self._count(citizens_delta, reviews_delta, quality_delta)
         for item in decoded:
-            metrics.MESSAGES.labels(SINK, item.message.topic, "upsert" if item.value is not None else "tombstone").inc()
+            self._messages(SINK, item.message.topic, "upsert" if item.value is not None else "tombstone").inc()
         for _, reason in dead:
             metrics.DEAD_LETTERS.labels(SINK, reason.split(":")[0]).inc()
         return result

@@ -21,6 +21,7 @@ from typing import Any
 
 from simpul.config import SourceSettings
 from simpul.databases import connect_mysql, connect_postgres
+from simpul.metrics import LabelledChildren
 from simpul.schemas.wire import ConfluentAvroDecoder, WireFormatError
 from simpul.sinks import metrics
 from simpul.sinks.offsets import Partition, SinkOffsets, unconsumed
@@ -74,6 +75,7 @@ class AgencyWriteBack:
         self.dialect = source.kind
         self.offsets = SinkOffsets(OFFSETS_TABLE, self.dialect)
         self.decoder = decoder
+        self._messages = LabelledChildren(metrics.MESSAGES)
         self.conn: Any = self._connect()
         with self._transaction() as cursor:
             cursor.execute(ref_table_ddl(self.table, self.dialect))
@@ -147,7 +149,7 @@ class AgencyWriteBack:
         result.latencies_s = [max(0.0, committed_s - ts) for ts in result.latencies_s]
         result.applied = len(kinds)
         for kind in kinds:
-            metrics.MESSAGES.labels(SINK, topic, kind).inc()
+            self._messages(SINK, topic, kind).inc()
         return result
 
     def _upsert_sql(self) -> str:

@@ -36,6 +36,7 @@ import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from simpul.config import ConfigError, SimpulConfig
+from simpul.metrics import LabelledChildren
 from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
 from simpul.schemas.wire import SchemaRegistrar
 from simpul.streams import metrics
@@ -128,6 +129,9 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
     resolver = CitizenResolver(mapping, load_model(config), ResolverState(**stores), p.master_id_key(), feedback_scopes=feedback_scopes(config))
     index_built = False
 
+    skipped, records_in = LabelledChildren(metrics.SKIPPED), LabelledChildren(metrics.RECORDS_IN)
+    decisions, outputs = LabelledChildren(metrics.DECISIONS), LabelledChildren(metrics.OUTPUTS)
+
     def dead_letter(reason: str, message: Any, value: bytes | None) -> None:
         producer.dead_letter("resolver", reason, message.topic, message.partition, message.offset, message.key, value)
 
@@ -145,13 +149,13 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
             return
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         if result.stale:
-            metrics.SKIPPED.labels("stale").inc()
+            skipped("stale").inc()
             return
         if result.repeated:
-            metrics.SKIPPED.labels("repeated").inc()
-        metrics.RECORDS_IN.labels(change.source, change.table).inc()
+            skipped("repeated").inc()
+        records_in(change.source, change.table).inc()
         for outcome, n in result.decisions.items():
-            metrics.DECISIONS.labels(outcome).inc(n)
+            decisions(outcome).inc(n)
         metrics.MERGES.inc(result.merges)
         metrics.SPLITS.inc(result.splits)
         for output in result.outputs:
@@ -193,7 +197,7 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
                 store.flush()
             for output, ts_ms in batch.outputs():
                 topic, key, value = encoders.encode(output)
-                metrics.OUTPUTS.labels(output.kind, "upsert" if value is not None else "tombstone").inc()
+                outputs(output.kind, "upsert" if value is not None else "tombstone").inc()
                 producer.produce(topic, key, value, {SOURCE_TS_HEADER: str(ts_ms).encode()})
             producer.poll()
             now = time.time()

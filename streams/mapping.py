@@ -24,6 +24,7 @@ from simpul.streams.survivorship import SurvivorshipSettings
 from simpul.streams.normalize import (
     NikIssue,
     NikStatus,
+    NormalizedName,
     check_nik,
     normalize_kecamatan,
     normalize_kelurahan,
@@ -312,6 +313,13 @@ def _kecamatan(text: str) -> str | None:
     return normalize_kecamatan(text)
 
 
+@functools.lru_cache(maxsize=16_384)
+def _name(text: str | None) -> NormalizedName:
+    # A record is normalised again at every change to it or to its family card, and namesakes
+    # are many: most names have been normalised before (``NormalizedName`` is immutable).
+    return normalize_name(text)
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -348,7 +356,7 @@ def to_canonical(row: dict[str, Any], mapping: TableMapping, region_prefix: str 
 
     record = CanonicalRecord(mapping.source, mapping.table, str(row[mapping.key]))
 
-    name = normalize_name(_text(get(cols.name)))
+    name = _name(_text(get(cols.name)))
     if name.is_newborn_placeholder:
         # "By. Ny. <mother>" is the mother's name on a newborn's file: it would match the mother.
         notes.append("name_newborn_placeholder")
