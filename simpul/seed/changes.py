@@ -192,10 +192,15 @@ class ChangeGenerator:
         return _Resident(person, household)
 
     def _pick(self, predicate: Any = None) -> _Resident | None:
+        index = self._pick_index(predicate)
+        return None if index is None else self._residents[index]
+
+    def _pick_index(self, predicate: Any = None) -> int | None:
+        """Where in ``_residents`` a random resident for whom ``predicate`` holds is (50 tries), or None."""
         for _ in range(50):
-            resident = self._residents[self.rng.randrange(len(self._residents))]
-            if predicate is None or predicate(resident.person):
-                return resident
+            index = self.rng.randrange(len(self._residents))
+            if predicate is None or predicate(self._residents[index].person):
+                return index
         return None
 
     def _phone(self) -> str | None:
@@ -249,16 +254,18 @@ class ChangeGenerator:
         self._records.append(TruthRecord("disdukcapil", "public.penduduk", nik, person_id))
 
     def _disdukcapil_death(self) -> None:
-        resident = self._pick(lambda p: p.age(date.today()) >= 60 or self.rng.random() < 0.1)
-        if resident is None:
+        index = self._pick_index(lambda p: p.age(date.today()) >= 60 or self.rng.random() < 0.1)
+        if index is None:
             return
+        resident = self._residents[index]
         conn = self._pg["disdukcapil"]
         conn.execute(
             "UPDATE public.penduduk SET status_hidup = 'MATI', tanggal_kematian = %s, updated_at = %s WHERE nik = %s",
             (date.today(), datetime.now(WIB), resident.person.nik),
         )
         conn.commit()
-        self._residents.remove(resident)
+        # By position: ``remove`` compared it field by field with every resident before it.
+        del self._residents[index]
 
     def _new_address(self) -> tuple[str, str, str, str, str, str]:
         kecamatan, kelurahan = KELURAHAN[self.rng.randrange(len(KELURAHAN))]
