@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -17,6 +18,7 @@ from simpul.seed.agencies import TABLES, table_rows
 from simpul.seed.population import generate_population
 from simpul.streams.evaluation import edge_counts, evaluate, pair_counts
 from simpul.streams.mapping import CanonicalRecord, MappingError, load_mapping, parse_mapping, to_canonical
+from simpul.streams.matching import BlockingRuleSpec, default_settings
 from simpul.streams.resolve import RULE_KK_NAME, RULE_NIK, resolve
 
 TODAY = date(2025, 6, 30)
@@ -176,6 +178,19 @@ def test_same_clusters_whatever_the_input_order(city: list[tuple[CanonicalRecord
     for record_id, cluster in first.clusters.items():
         members.setdefault(cluster, []).append(record_id)
     assert all(cluster == min(ids) for cluster, ids in members.items())
+
+
+def test_the_prior_does_not_depend_on_which_blocking_rules_found_the_pairs(city: list[tuple[CanonicalRecord, int]]) -> None:
+    # A rule that adds mostly easy non-matches (everyone born the same year) multiplies the candidate
+    # pairs by thirty; the prior, the chance that two random records match, must stay where it is.
+    records = [r for r, _ in city]
+    settings = default_settings()
+    wide = settings.model_copy(update={"blocking_rules": [*settings.blocking_rules, BlockingRuleSpec(name="birth_year", keys=["birth_date|year"])]})
+    narrow_run, wide_run = resolve(records, settings), resolve(records, wide)
+    assert wide_run.candidate_pairs > 20 * narrow_run.candidate_pairs
+    assert abs(math.log(wide_run.model.lambda_ / narrow_run.model.lambda_)) < 0.05
+    # About one true pair per record among all n(n-1)/2 pairs.
+    assert 0.2 < narrow_run.model.lambda_ * len(records) < 2
 
 
 def test_verified_nik_links_deterministically_and_contradictions_do_not() -> None:
