@@ -59,10 +59,8 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
         self._sensor_on_del(self, key)
 
     def _send(self, key: Any, value: Any) -> None:
-        serializers = self.app.serializers
-        key_bytes = serializers.dumps_key(self.key_type, key, serializer=self.key_serializer)
-        value_bytes = None if value is None else serializers.dumps_value(self.value_type, value, serializer=self.value_serializer)
-        self._produce(key, key_bytes, value_bytes)
+        store = self.data
+        self._produce(key, store._encode_key(key), None if value is None else store._encode_value(value))
 
     def _produce(self, key: Any, key_bytes: bytes, value_bytes: bytes | None) -> None:
         partition = self.partition_for_key(key)
