@@ -175,7 +175,8 @@ def _truth_counts(truth_dir: Path, name: str) -> Counter[str]:
 def test_seed_loads_city_and_truth_and_live_changes(agency_config, tmp_path):
     from simpul.seed import ChangeGenerator, is_seeded, seed_city
     from simpul.databases import connect_mysql, connect_postgres
-    from simpul.seed.truth import read_records
+    from simpul.seed.changes import BIRTH_REPORT_DAYS
+    from simpul.seed.truth import read_persons, read_records
     from simpul.shutdown import Shutdown
 
     truth_dir = tmp_path / "truth"
@@ -232,3 +233,11 @@ def test_seed_loads_city_and_truth_and_live_changes(agency_config, tmp_path):
     with connect_postgres(agency_config.source("disdukcapil")) as conn:
         (count,) = conn.execute("SELECT count(*) FROM public.penduduk").fetchone()
         assert count == 3_000 + changes.counts.get(("disdukcapil", "birth"), 0)
+    # Births are registered within the legal 60 days, their NIK encoding the birth date.
+    births = list(read_persons(truth_dir))[len(persons):]
+    assert len(births) == changes.counts.get(("disdukcapil", "birth"), 0) >= 5
+    assert len({birth.birth_date for birth in births}) > 1, "every newborn of the run was born on one day"
+    for birth in births:
+        assert 0 <= (date.today() - birth.birth_date).days <= BIRTH_REPORT_DAYS
+        day = birth.birth_date.day + (40 if birth.sex == "P" else 0)
+        assert birth.nik[6:12] == f"{day:02d}{birth.birth_date.month:02d}{birth.birth_date.year % 100:02d}"

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,8 @@ KINDS: tuple[tuple[str, str, float], ...] = (
 )
 SAMPLE_SIZE = 20_000
 TRUTH_FLUSH_S = 1.0
+# Days after a birth within which it must be reported to Disdukcapil.
+BIRTH_REPORT_DAYS = 60
 _SIAK_EDUCATION = {label: code for code, label in agencies._PENDIDIKAN_SIAK.items() if code != "SMK"}
 _KECAMATAN_BY_NAME = {k.name: k for k in KECAMATAN}
 
@@ -230,11 +232,14 @@ class ChangeGenerator:
         parent = self._pick(lambda p: p.sex == "P" and p.relation in (ISTRI, KEPALA) and 18 <= p.age(date.today()) <= 45)
         if parent is None:
             return
-        today = date.today()
+        # A birth is registered within the 60 days the law allows (UU 24/2013, Pasal 27), not
+        # on the day: a whole run's newborns sharing one birth date would share NIK and
+        # birth-date blocks hundreds strong, a load no city produces.
+        born = date.today() - timedelta(days=self.rng.randrange(BIRTH_REPORT_DAYS + 1))
         sex = "L" if self.rng.random() < 0.51 else "P"
-        name = generate_name(self.rng, sex, today.year, 0)
+        name = generate_name(self.rng, sex, born.year, 0)
         conn = self._pg["disdukcapil"]
-        prefix = nik_prefix(parent.household.kecamatan.code, today, sex)
+        prefix = nik_prefix(parent.household.kecamatan.code, born, sex)
         last = conn.execute(
             "SELECT max(nik) FROM public.penduduk WHERE nik BETWEEN %s AND %s", (prefix + "0000", prefix + "9999")
         ).fetchone()
@@ -245,12 +250,12 @@ class ChangeGenerator:
             " status_perkawinan, pekerjaan, pendidikan, golongan_darah, hubungan_keluarga, status_hidup, updated_at)"
             " VALUES (%s, %s, %s, %s, 'Serang', %s, %s, 'BELUM KAWIN', 'BELUM/TIDAK BEKERJA', 'TIDAK/BELUM SEKOLAH',"
             " 'TIDAK TAHU', 'ANAK', 'HIDUP', %s)",
-            (nik, parent.household.no_kk, name.full, "LAKI-LAKI" if sex == "L" else "PEREMPUAN", today, parent.person.religion, now),
+            (nik, parent.household.no_kk, name.full, "LAKI-LAKI" if sex == "L" else "PEREMPUAN", born, parent.person.religion, now),
         )
         conn.commit()
         person_id = self._next_person_id
         self._next_person_id += 1
-        self._persons.append(TruthPerson(person_id, nik, sex, today))
+        self._persons.append(TruthPerson(person_id, nik, sex, born))
         self._records.append(TruthRecord("disdukcapil", "public.penduduk", nik, person_id))
 
     def _disdukcapil_death(self) -> None:
