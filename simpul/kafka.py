@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from simpul.config import KafkaSettings
@@ -52,6 +52,22 @@ def committing_consumer_config(base: Mapping[str, Any], group: str) -> ClientCon
         "fetch.wait.max.ms": 50,
         "fetch.min.bytes": 16_384,
     }
+
+
+def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> list[Message]:
+    """Up to ``max_messages`` messages (and error events): waits up to ``timeout`` for the first,
+    then takes only what the client has already fetched.
+
+    ``Consumer.consume(n, timeout)`` returns early only with ``n`` messages: under a light load
+    every message waited out the whole timeout (measured: 100-200 ms with 0.2 s). Here a message
+    is handed over as soon as it arrives, and under load the batch is whatever piled up meanwhile.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    if max_messages <= 1:
+        return [first]
+    return [first, *consumer.consume(max_messages - 1, timeout=0)]
 
 
 def consumer_lag(consumer: Any, partitions: Sequence[TopicPartition]) -> dict[str, int]:

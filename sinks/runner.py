@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 
 from simpul.config import SimpulConfig
 from simpul.schemas.resolution import SOURCE_TS_HEADER
-from simpul.kafka import client_config, committing_consumer_config, consumer_lag
+from simpul.kafka import client_config, committing_consumer_config, consume_available, consumer_lag
 from simpul.shutdown import Shutdown
 from simpul.sinks import metrics
 from simpul.sinks.offsets import Partition, next_offsets
@@ -82,7 +82,9 @@ class SinkTarget(Protocol):
 
 
 class SinkRunner:
-    """Consumes ``topics`` into ``target`` in batches of up to ``batch_size`` messages."""
+    """Consumes ``topics`` into ``target`` in batches of up to ``batch_size`` messages: each batch
+    is what has arrived, written as soon as there is any; ``wait_s`` is how long an idle loop waits
+    for a message before it checks for a stop request."""
 
     def __init__(
         self, config: SimpulConfig, consumer: str, topics: list[str], target: SinkTarget, batch_size: int = 5000, wait_s: float = 0.2
@@ -102,7 +104,7 @@ class SinkRunner:
         last_lag = 0.0
         try:
             while not shutdown.requested:
-                batch = [m for m in self.consumer.consume(self.batch_size, timeout=self.wait_s) if self._usable(m)]
+                batch = [m for m in consume_available(self.consumer, self.batch_size, self.wait_s) if self._usable(m)]
                 if batch:
                     if not self._write(batch):
                         shutdown.wait(backoff)

@@ -28,7 +28,7 @@ from conftest import free_port, in_thread
 from test_citizens import ID_KEY, TODAY, _batch_records, _source_rows
 from simpul.config import SimpulConfig, write_config
 from simpul.databases import connect_mysql, connect_postgres
-from simpul.kafka import client_config, create_topics, reliable_producer_config
+from simpul.kafka import client_config, committing_consumer_config, consume_available, create_topics, reliable_producer_config
 from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
 from simpul.schemas.wire import SchemaRegistrar
 from simpul.seed.population import generate_population
@@ -333,6 +333,36 @@ def _feedback(record_id: str, master: str, **fields: Any) -> dict[str, Any]:
     value.update(record_id=record_id, table=table, record_key=key, master_id=master, deceased=False, verified_from={}, updated_ms=1_700_000_000_000)
     value.update(fields)
     return value
+
+
+@pytest.mark.stack
+def test_a_sink_batch_is_what_has_arrived_without_waiting_for_a_full_one(stack_config: SimpulConfig, unique_name: str) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import NewTopic
+
+    topic = f"{unique_name}.arrivals"
+    base = client_config(stack_config.kafka)
+    create_topics(base, [NewTopic(topic, 1, 1)])
+    consumer = Consumer(committing_consumer_config(base, unique_name))
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    try:
+        started = time.monotonic()
+        assert consume_available(consumer, 100, timeout=0.5) == []
+        assert time.monotonic() - started >= 0.5
+
+        producer = Producer(reliable_producer_config(base))
+        for n in range(3):
+            producer.produce(topic, str(n).encode())
+        assert producer.flush(30) == 0
+        # Three messages and room for 100: handed over when they arrive, not after the 60 s.
+        started = time.monotonic()
+        batch: list[Any] = []
+        while len(batch) < 3:
+            batch += [m for m in consume_available(consumer, 100, timeout=60) if m.error() is None]
+        assert [m.value() for m in batch] == [b"0", b"1", b"2"]
+        assert time.monotonic() - started < 30
+    finally:
+        consumer.close()
 
 
 @pytest.mark.stack
