@@ -27,6 +27,9 @@ are removed at the end. The stack's own (seeded) databases are never touched.
    - from the sink's histogram ``simpul_sink_end_to_end_latency_seconds`` (difference of two
      scrapes, coarse buckets; includes the whole-second MariaDB timestamps):
      ``p50_ms_histogram``/``p99_ms_histogram``.
+   While the generator runs, where the CPU goes: each Simpul process in % of one core
+   (``steady_cpu_percent_by_process``) and the machine's busy and hypervisor-stolen time
+   (``steady_machine_cpu``), which shows whether the stages were short of CPU.
    After the generator stops, up to 120 s for the pipeline to drain: once every stage's lag is
    zero, ``drain_seconds`` runs from the generator's stop to the master index's last write (the
    newest ``recorded_at``/``indexed_at`` in it). The backlog each stage had when the generator
@@ -66,7 +69,7 @@ import psycopg
 from psycopg import sql
 
 from bench.api import Load, plan
-from bench.harness import ConnectorProcess, Offsets, SimpulProcess, delete_topics_and_groups, free_port_range, lag, percentile, write_results
+from bench.harness import ConnectorProcess, MachineCpu, Offsets, SimpulProcess, delete_topics_and_groups, free_port_range, lag, percentile, write_results
 from simpul.config import SimpulConfig, load_config, load_env_file
 from simpul.databases import copy_sources
 from simpul.er_offline import train_estimates
@@ -137,6 +140,25 @@ class Pipeline:
             if lines:
                 found[name] = lines
         return found
+
+
+def steady_cpu(pipeline: Pipeline, before: dict[str, float], machine_before: MachineCpu, seconds: float) -> dict[str, Any]:
+    """Where the CPU went during the steady phase: each Simpul process in % of one core, and the
+    machine's busy and stolen (hypervisor) time in % of all its cores; the rest of the busy time is
+    Kafka, the databases, the registry and this benchmark with its change generator."""
+    machine = MachineCpu.now()
+    elapsed = max(machine.elapsed - machine_before.elapsed, 1e-9)
+    by_process = {name: round(100 * (p.cpu_seconds() - before[name]) / seconds, 1) for name, p in pipeline.processes.items()}
+    cores = os.cpu_count() or 1
+    return {
+        "steady_cpu_percent_by_process": by_process,
+        "steady_machine_cpu": {
+            "cores": cores,
+            "busy_percent": round(100 * (machine.busy - machine_before.busy) / elapsed, 1),
+            "stolen_percent": round(100 * (machine.stolen - machine_before.stolen) / elapsed, 1),
+            "simpul_processes_percent": round(sum(by_process.values()) / cores, 1),
+        },
+    }
 
 
 class ChildDied(RuntimeError):
@@ -433,6 +455,7 @@ def main() -> None:
                 outcome.append(exc)
 
         steady_wall = time.time()
+        cpu_before, machine_before = {name: p.cpu_seconds() for name, p in pipeline.processes.items()}, MachineCpu.now()
         thread = threading.Thread(target=drive, name="change-generator", daemon=True)
         thread.start()
         with progress(f"steady load at {args.rate:g} changes/s", int(args.steady_seconds), unit="s") as bar:
@@ -445,6 +468,9 @@ def main() -> None:
                 bar.advance(now - ticked)
                 ticked = now
         stopped, stopped_wall = time.monotonic(), time.time()
+        figures.update(steady_cpu(pipeline, cpu_before, machine_before, stopped_wall - steady_wall))
+        print(f"CPU while the changes ran: machine {figures['steady_machine_cpu']}; by process (% of one core) "
+              f"{figures['steady_cpu_percent_by_process']}", flush=True)
         if isinstance(outcome[0], BaseException):
             raise RuntimeError(f"the change generator failed: {type(outcome[0]).__name__}") from outcome[0]
         summary = outcome[0]

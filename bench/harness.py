@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,16 @@ class SimpulProcess:
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SIMPUL_LOG_LEVEL": "INFO", **(env or {})},
             )
         self._rss_peak_mb = 0.0
+        self._cpu_s = 0.0
+
+    def cpu_seconds(self) -> float:
+        """CPU time the process has used so far, all its threads (the last value read once it is gone)."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            self._cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+        return self._cpu_s
 
     @property
     def rss_max_mb(self) -> float:
@@ -218,6 +229,22 @@ def large_transaction(watch: TopicWatch, connector: ConnectorProcess, rows: int,
     figures["sigterm_stop_s"] = round(connector.stop(), 2)
     print(f"stop: exit {connector.process.returncode} on SIGTERM in {figures['sigterm_stop_s']} s", flush=True)
     return figures
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """The machine's CPU seconds so far, summed over its cores (``/proc/stat``)."""
+
+    busy: float  # user, nice, system, irq, softirq
+    stolen: float  # wanted by this virtual machine but given by the hypervisor to another
+    elapsed: float
+
+    @classmethod
+    def now(cls) -> MachineCpu:
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(n) for n in Path("/proc/stat").read_text().split()[1:9])
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = user + nice + system + irq + softirq
+        return cls(busy / hz, steal / hz, (busy + idle + iowait + steal) / hz)
 
 
 def percentile(values: list[float], q: int) -> float:
