@@ -82,6 +82,40 @@ def test_encoder_bytes_equal_plain_fastavro(event: dict[str, Any]) -> None:
     assert encoder.encode(DELETE) == frame(42, plain_encode(ENVELOPE, DELETE))
 
 
+def test_a_repeated_source_block_is_reused_and_the_bytes_stay_what_fastavro_writes() -> None:
+    from simpul.cdc.envelope import envelope_schema
+    from simpul.cdc.postgres.schema import POSTGRES_SOURCE_SCHEMA
+
+    topic = "dinkes.public.pasien"
+    envelope = envelope_schema(topic, json.loads(json.dumps(VALUE)), POSTGRES_SOURCE_SCHEMA)
+    names = [f["name"] for f in POSTGRES_SOURCE_SCHEMA["fields"]]
+
+    def source(lsn: int, snapshot: str) -> dict[str, Any]:
+        block = dict.fromkeys(names)
+        block.update(version="3.0.0", connector="postgresql", name="dinkes", ts_ms=1, snapshot=snapshot, db="dinkes",
+                     sequence=f'[null,"{lsn}"]', schema="public", table="pasien", txId=9, lsn=lsn)
+        return block
+
+    first, later = source(100, "first"), source(100, "true")
+    events = [
+        {**INSERT, "source": first},
+        {**INSERT, "source": later, "transaction": None, "ts_us": None, "ts_ns": None},
+        {**UPDATE, "source": later, "transaction": None, "ts_us": 5, "ts_ns": None},
+        {**DELETE, "source": later, "transaction": {"id": "9:100", "total_order": 3, "data_collection_order": 1}, "ts_us": None, "ts_ns": 7},
+        {**INSERT, "source": later, "after": {"id": 8, "nama": None, "saldo": None}, "transaction": None, "ts_us": None, "ts_ns": None},
+        {**INSERT, "source": source(200, "last"), "transaction": None, "ts_us": None, "ts_ns": None},
+    ]
+    for event in events:
+        event.setdefault("transaction", None)
+        event.setdefault("ts_us", None)
+        event.setdefault("ts_ns", None)
+    encoder = ConfluentAvroEncoder(envelope, 5, repeated_field="source")
+    for event in events:
+        assert encoder.encode(event) == frame(5, plain_encode(envelope, event))
+    # The reused bytes are the last source's: a new block object is encoded anew.
+    assert encoder.encode({**events[1], "source": source(300, "true")}) == frame(5, plain_encode(envelope, {**events[1], "source": source(300, "true")}))
+
+
 def test_encoder_does_not_modify_the_callers_record() -> None:
     event = dict(INSERT)
     ConfluentAvroEncoder(ENVELOPE, 1).encode(event)
