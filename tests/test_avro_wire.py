@@ -116,6 +116,14 @@ def test_a_repeated_source_block_is_reused_and_the_bytes_stay_what_fastavro_writ
     assert encoder.encode({**events[1], "source": source(300, "true")}) == frame(5, plain_encode(envelope, {**events[1], "source": source(300, "true")}))
 
 
+def test_a_repeated_field_the_schema_does_not_have_changes_nothing() -> None:
+    encoder = ConfluentAvroEncoder(ENVELOPE, 6, repeated_field="source")
+    for event in (INSERT, INSERT, UPDATE, DELETE):
+        assert encoder.encode(event) == frame(6, plain_encode(ENVELOPE, event))
+    op = {"type": "record", "name": "Op", "fields": [{"name": "source", "type": "string"}]}
+    assert ConfluentAvroEncoder(op, 6, repeated_field="source").encode({"source": "x"}) == frame(6, plain_encode(op, {"source": "x"}))
+
+
 def test_encoder_does_not_modify_the_callers_record() -> None:
     event = dict(INSERT)
     ConfluentAvroEncoder(ENVELOPE, 1).encode(event)
