@@ -138,9 +138,12 @@ class EventPublisher:
         create_topics(client_config(kafka), [NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing])
         self._topics.update(missing)
 
-    def encoder(self, topic: str, schema: dict[str, Any], is_key: bool, repeated_field: str | None = None) -> ConfluentAvroEncoder:
-        """The encoder of ``schema`` on ``topic``, registering it the first time it is seen
-        (``repeated_field``: see :class:`ConfluentAvroEncoder`).
+    def encoder(self, topic: str, schema: dict[str, Any], is_key: bool) -> ConfluentAvroEncoder:
+        """The encoder of ``schema`` on ``topic``, registering it the first time it is seen.
+
+        A value encoder reuses the bytes of a ``source`` block passed again (see
+        :class:`ConfluentAvroEncoder`): connectors pass one ``source`` dict for every event at one
+        source position (every row of a snapshot's table), and never change it once published.
 
         Raises :class:`IncompatibleSchema` when the registry refuses it (HTTP 409 or 422).
         """
@@ -150,7 +153,7 @@ class EventPublisher:
             return cached[1]
         for attempt in range(8):
             try:
-                encoder = self._registrar.encoder(topic, schema, is_key, repeated_field)
+                registration = self._registrar.register(topic, schema, is_key)
                 break
             except SchemaRegistryError as exc:
                 if exc.http_status_code in (409, 422):
@@ -162,6 +165,7 @@ class EventPublisher:
                     raise
             # The registry is restarting or briefly unreachable: back off, do not crash-loop.
             time.sleep(min(0.25 * 2**attempt, 8))
+        encoder = ConfluentAvroEncoder(schema, registration.schema_id, repeated_field=None if is_key else "source")
         # Holding ``schema`` in the cache keeps its id from being reused by another object.
         self._encoders[cache_key] = (schema, encoder)
         return encoder
@@ -180,16 +184,9 @@ class EventPublisher:
         commit_ts_ms: int | None = None,
     ) -> None:
         """Produce one event (``envelope`` None: a tombstone). Encoding errors propagate to the
-        caller, which sets the row aside with :meth:`dead_letter`.
-
-        Connectors pass one ``source`` dict for every event at one source position (every row of
-        a snapshot's table), whose encoding is then reused; such a dict must not change once published.
-        """
+        caller, which sets the row aside with :meth:`dead_letter`."""
         key_bytes = self.encoder(topic, key_schema, True).encode(key) if key_schema is not None and key is not None else None
-        value_bytes = (
-            self.encoder(topic, envelope_schema, False, repeated_field="source").encode(envelope)
-            if envelope is not None and envelope_schema is not None else None
-        )
+        value_bytes = self.encoder(topic, envelope_schema, False).encode(envelope) if envelope is not None and envelope_schema is not None else None
         self._produce(topic, key_bytes, value_bytes, commit_ts_ms)
         if op is not None:
             self._events(self.source.name, table, op).inc()

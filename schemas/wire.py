@@ -292,8 +292,7 @@ class SchemaRegistrar:
                 self._ids[(subject, text)] = cached
         return Registration(subject, cached)
 
-    def encoder(self, topic: str, schema: str | Mapping[str, Any], is_key: bool = False, repeated_field: str | None = None) -> ConfluentAvroEncoder:
-        """A new encoder for ``topic``'s key or value, registering the schema if needed
-        (``repeated_field``: see :class:`ConfluentAvroEncoder`)."""
+    def encoder(self, topic: str, schema: str | Mapping[str, Any], is_key: bool = False) -> ConfluentAvroEncoder:
+        """A new encoder for ``topic``'s key or value, registering the schema if needed."""
         registration = self.register(topic, schema, is_key)
-        return ConfluentAvroEncoder(schema, registration.schema_id, repeated_field)
+        return ConfluentAvroEncoder(schema, registration.schema_id)
