@@ -142,14 +142,15 @@ class Pipeline:
         return found
 
 
-def steady_cpu(pipeline: Pipeline, before: dict[str, float], machine_before: MachineCpu, seconds: float) -> dict[str, Any]:
-    """Where the CPU went during the steady phase: each Simpul process in % of one core, and the
-    machine's busy and stolen (hypervisor) time in % of all its cores; the rest of the busy time is
-    Kafka, the databases, the registry and this benchmark with its change generator."""
+def steady_cpu(pipeline: Pipeline, before: dict[str, float], machine_before: MachineCpu) -> dict[str, Any]:
+    """Where the CPU went since ``before`` (each process's CPU seconds) and ``machine_before``:
+    each Simpul process in % of one core, and the machine's busy and stolen (hypervisor) time in %
+    of all its cores; the rest of the busy time is Kafka, the databases, the registry and this
+    benchmark with its change generator."""
     machine = MachineCpu.now()
-    elapsed = max(machine.elapsed - machine_before.elapsed, 1e-9)
-    by_process = {name: round(100 * (p.cpu_seconds() - before[name]) / seconds, 1) for name, p in pipeline.processes.items()}
     cores = os.cpu_count() or 1
+    elapsed = max(machine.elapsed - machine_before.elapsed, 1e-9)  # summed over the cores
+    by_process = {name: round(100 * cores * (p.cpu_seconds() - before[name]) / elapsed, 1) for name, p in pipeline.processes.items()}
     return {
         "steady_cpu_percent_by_process": by_process,
         "steady_machine_cpu": {
@@ -468,7 +469,7 @@ def main() -> None:
                 bar.advance(now - ticked)
                 ticked = now
         stopped, stopped_wall = time.monotonic(), time.time()
-        figures.update(steady_cpu(pipeline, cpu_before, machine_before, stopped_wall - steady_wall))
+        figures.update(steady_cpu(pipeline, cpu_before, machine_before))
         print(f"CPU while the changes ran: machine {figures['steady_machine_cpu']}; by process (% of one core) "
               f"{figures['steady_cpu_percent_by_process']}", flush=True)
         if isinstance(outcome[0], BaseException):

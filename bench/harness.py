@@ -26,6 +26,8 @@ from simpul.kafka import client_config, create_topics
 from simpul.schemas.wire import ConfluentAvroDecoder
 
 RESULTS = Path(__file__).with_name("results")
+# The unit of the CPU times in /proc (USER_HZ).
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class SimpulProcess:
@@ -47,7 +49,7 @@ class SimpulProcess:
         """CPU time the process has used so far, all its threads (the last value read once it is gone)."""
         try:
             fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            self._cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            self._cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
         except (OSError, IndexError, ValueError):
             pass
         return self._cpu_s
@@ -60,10 +62,7 @@ class SimpulProcess:
         (every 50 ms) took a quarter of the end-to-end benchmark's own CPU time, which the change
         generator and the pipeline then lacked. The last value read is kept once the process is gone.
         """
-        peak = self._status_mb("VmHWM")
-        if peak:
-            self._rss_peak_mb = peak
-        return self._rss_peak_mb
+        return self._read_peak()
 
     def rss_mb(self) -> float:
         """The process's resident memory now (0 once it has exited)."""
@@ -77,6 +76,12 @@ class SimpulProcess:
         except OSError:
             pass
         self._rss_peak_mb = self.rss_mb()
+
+    def _read_peak(self) -> float:
+        peak = self._status_mb("VmHWM")
+        if peak:
+            self._rss_peak_mb = peak
+        return self._rss_peak_mb
 
     def _status_mb(self, field: str) -> float:
         try:
@@ -101,7 +106,7 @@ class SimpulProcess:
 
     def stop(self) -> float:
         """SIGTERM and wait; the seconds a clean stop took (the memory peak is read first)."""
-        _ = self.rss_max_mb
+        self._read_peak()
         started = time.monotonic()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -242,9 +247,8 @@ class MachineCpu:
     @classmethod
     def now(cls) -> MachineCpu:
         user, nice, system, idle, iowait, irq, softirq, steal = (int(n) for n in Path("/proc/stat").read_text().split()[1:9])
-        hz = os.sysconf("SC_CLK_TCK")
         busy = user + nice + system + irq + softirq
-        return cls(busy / hz, steal / hz, (busy + idle + iowait + steal) / hz)
+        return cls(busy / _CLOCK_TICKS, steal / _CLOCK_TICKS, (busy + idle + iowait + steal) / _CLOCK_TICKS)
 
 
 def percentile(values: list[float], q: int) -> float:
