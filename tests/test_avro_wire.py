@@ -46,6 +46,21 @@ INSERT = {"before": None, "after": ROW, "op": "c", "ts_ms": 1_718_000_000_000}
 UPDATE = {"before": ROW, "after": {**ROW, "nama": "Siti A."}, "op": "u", "ts_ms": 1_718_000_000_001}
 DELETE = {"before": ROW, "after": None, "op": "d", "ts_ms": None}
 
+PLAIN_VALUE = {
+    "type": "record",
+    "name": "Value",
+    "namespace": "dinkes.public.pasien",
+    "fields": [
+        {"name": "id", "type": {"type": "int", "connect.type": "int16"}},
+        {"name": "nama", "type": ["null", "string"], "default": None},
+        {"name": "lahir", "type": ["null", {"type": "int", "connect.name": "io.debezium.time.Date", "connect.version": 1}], "default": None},
+        {"name": "foto", "type": ["null", "bytes"], "default": None},
+        {"name": "berat", "type": ["null", "float"], "default": None},
+        {"name": "aktif", "type": ["null", "boolean"], "default": None},
+    ],
+}
+PLAIN_ROW = {"id": 7, "nama": "Siti Aminah ÿ ✓", "lahir": -3, "foto": b"\x00\xff", "berat": 61.5, "aktif": True}
+
 
 def plain_encode(schema: Any, record: Any) -> bytes:
     buffer = io.BytesIO()
@@ -81,12 +96,16 @@ def test_encoder_bytes_equal_plain_fastavro(event: dict[str, Any]) -> None:
     assert encoder.encode(DELETE) == frame(42, plain_encode(ENVELOPE, DELETE))
 
 
-def test_a_repeated_source_block_is_reused_and_the_bytes_stay_what_fastavro_writes() -> None:
+@pytest.mark.parametrize(("value", "row"), [(VALUE, ROW), (PLAIN_VALUE, PLAIN_ROW)], ids=["written-by-fastavro", "plain"])
+def test_a_repeated_source_block_is_reused_and_the_bytes_stay_what_fastavro_writes(value: dict[str, Any], row: dict[str, Any]) -> None:
     from simpul.cdc.envelope import envelope_schema
     from simpul.cdc.postgres.schema import POSTGRES_SOURCE_SCHEMA
 
     topic = "dinkes.public.pasien"
-    envelope = envelope_schema(topic, json.loads(json.dumps(VALUE)), POSTGRES_SOURCE_SCHEMA)
+    envelope = envelope_schema(topic, json.loads(json.dumps(value)), POSTGRES_SOURCE_SCHEMA)
+    insert = {"before": None, "after": row, "op": "c", "ts_ms": 1_718_000_000_000}
+    update = {"before": row, "after": {**row, "nama": "Siti A."}, "op": "u", "ts_ms": 1_718_000_000_001}
+    delete = {"before": row, "after": None, "op": "d", "ts_ms": None}
     names = [f["name"] for f in POSTGRES_SOURCE_SCHEMA["fields"]]
 
     def source(lsn: int, snapshot: str) -> dict[str, Any]:
@@ -97,12 +116,12 @@ def test_a_repeated_source_block_is_reused_and_the_bytes_stay_what_fastavro_writ
 
     first, later = source(100, "first"), source(100, "true")
     events = [
-        {**INSERT, "source": first},
-        {**INSERT, "source": later, "transaction": None, "ts_us": None, "ts_ns": None},
-        {**UPDATE, "source": later, "transaction": None, "ts_us": 5, "ts_ns": None},
-        {**DELETE, "source": later, "transaction": {"id": "9:100", "total_order": 3, "data_collection_order": 1}, "ts_us": None, "ts_ns": 7},
-        {**INSERT, "source": later, "after": {"id": 8, "nama": None, "saldo": None}, "transaction": None, "ts_us": None, "ts_ns": None},
-        {**INSERT, "source": source(200, "last"), "transaction": None, "ts_us": None, "ts_ns": None},
+        {**insert, "source": first},
+        {**insert, "source": later, "transaction": None, "ts_us": None, "ts_ns": None},
+        {**update, "source": later, "transaction": None, "ts_us": 5, "ts_ns": None},
+        {**delete, "source": later, "transaction": {"id": "9:100", "total_order": 3, "data_collection_order": 1}, "ts_us": None, "ts_ns": 7},
+        {**insert, "source": later, "after": {**dict.fromkeys(row), "id": 8}, "transaction": None, "ts_us": None, "ts_ns": None},
+        {**insert, "source": source(200, "last"), "transaction": None, "ts_us": None, "ts_ns": None},
     ]
     for event in events:
         event.setdefault("transaction", None)
@@ -181,34 +200,92 @@ def test_registrar_registers_once_per_subject_and_schema() -> None:
     assert len(client.calls) == 2
 
 
+def _citizen(members: int, lineage: int, text: str) -> dict[str, Any]:
+    return {
+        "master_id": "C" + text, "anchor_record_id": "disdukcapil:public.penduduk:1", "members": [f"m{i}{text}" for i in range(members)],
+        "nik": None, "name": text, "titles": ["H.", "S.Pd"], "birth_date": "1990-03-12", "birth_place": None, "sex": "P",
+        "street": text * 3, "rt": "004", "rw": None, "kelurahan": "Cipocok Jaya", "kecamatan": None, "kk": None, "phone": "+6281",
+        "deceased": False, "lineage": {f"f{i}": text for i in range(lineage)}, "updated_ms": 1_796_452_204_501,
+    }
+
+
+def _plain_cases() -> list[tuple[Any, Any]]:
+    from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA
+
+    link = {"record_id": "r", "source": "dinsos", "table": "t", "record_key": "k", "master_id": "C1", "rule": "score", "matched_record_id": None,
+            "probability": 0.999, "weight": 12, "contributions": {"name": -1.5, "nik": 6.0, "ñ": float("inf")}, "updated_ms": 0}
+    return [
+        ({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "int"}]}, {"id": -2147483648}),
+        ({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}, {"id": 9223372036854775807}),
+        ({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}, {"id": -(2**63)}),
+        ({"type": "record", "name": "Key", "fields": [{"name": "nik", "type": "string"}, {"name": "n", "type": {"type": "int", "connect.type": "int16"}}]},
+         {"nik": "3673 ÿ ✓", "n": 4095}),
+        ({"type": "record", "name": "Long", "fields": [{"name": "text", "type": "string"}]}, {"text": "x" * 5000}),
+        (PLAIN_VALUE, PLAIN_ROW),
+        (PLAIN_VALUE, dict.fromkeys(PLAIN_ROW) | {"id": 4096}),
+        (PLAIN_VALUE, {**PLAIN_ROW, "aktif": False, "berat": 3, "foto": b""}),
+        ({"type": "record", "name": "R", "fields": [{"name": "o", "type": ["string", "null"]}, {"name": "d", "type": "double"}]}, {"o": "x", "d": -0.0}),
+        ({"type": "record", "name": "R", "fields": [{"name": "o", "type": ["string", "null"]}, {"name": "d", "type": "double"}]}, {"o": None, "d": 7}),
+        (CITIZEN_SCHEMA, _citizen(1, 0, "")),
+        (CITIZEN_SCHEMA, _citizen(3, 9, "Nur Aini bin Abdul")),
+        (CITIZEN_SCHEMA, _citizen(5000, 4100, "ä")),
+        (LINK_SCHEMA, link),
+        (LINK_SCHEMA, {**link, "contributions": {}, "probability": None, "weight": None, "matched_record_id": "x"}),
+        (FEEDBACK_SCHEMA, {**_citizen(1, 0, "x"), "record_id": "r", "table": "t", "record_key": "k", "titles": None, "verified_from": {"name": "disdukcapil"}}),
+        (REVIEW_SCHEMA, {"record_a": "a", "record_b": "b", "master_a": "A", "master_b": "B", "probability": 0.5, "weight": 0.0,
+                         "contributions": {"x": 1.0}, "levels": {"name": "jaro_winkler>=0.95"}}),
+        (QUALITY_SCHEMA, {"issue": "nik_placeholder", "master_id": None, "record_ids": [], "detected_ms": 1}),
+    ]
+
+
+@pytest.mark.parametrize(("schema", "record"), _plain_cases())
+def test_plain_writer_writes_what_fastavro_writes(schema, record) -> None:
+    from simpul.schemas.wire import PlainWriterBuilder
+
+    parsed = fastavro.parse_schema(schema)
+    assert PlainWriterBuilder(parsed).writer(parsed) is not None, "this shape should not need fastavro"
+    encoder = ConfluentAvroEncoder(schema, 9)
+    assert encoder.encode(record) == b"\x00\x00\x00\x00\x09" + plain_encode(schema, record)
+
+
+def test_plain_writer_leaves_what_it_does_not_write_to_fastavro() -> None:
+    from simpul.schemas.wire import PlainWriterBuilder
+
+    def plain(schema: Any) -> bool:
+        parsed = fastavro.parse_schema(schema)
+        return PlainWriterBuilder(parsed).writer(parsed) is not None
+
+    assert plain(ENVELOPE_OF(PLAIN_VALUE))  # ``after`` refers by name to the Value ``before`` defines
+    assert not plain(ENVELOPE) and not plain(VALUE)  # a decimal logical type
+    assert not plain({"type": "enum", "name": "E", "symbols": ["A"]})
+    assert not plain({"type": "fixed", "name": "F", "size": 2})
+    assert not plain(["null", "string", "long"])
+    assert not plain({"type": "int", "logicalType": "date"})
+
+
+def ENVELOPE_OF(value: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - reads as the constant it builds
+    return {**ENVELOPE, "fields": [{"name": "before", "type": ["null", value], "default": None}, *ENVELOPE["fields"][1:]]}
+
+
 @pytest.mark.parametrize(
-    ("fields", "record"),
+    "record",
     [
-        ([{"name": "id", "type": "int"}], {"id": 0}),
-        ([{"name": "id", "type": "int"}], {"id": -2147483648}),
-        ([{"name": "id", "type": "long"}], {"id": 9223372036854775807}),
-        ([{"name": "nik", "type": "string"}, {"name": "n", "type": {"type": "int", "connect.type": "int16"}}], {"nik": "3673 ÿ ✓", "n": -1}),
+        {"id": 1, "nama": ("string", "tuple notation"), "lahir": None, "foto": None, "berat": None, "aktif": None},  # fastavro's union notation
+        {"id": 1, "nama": None, "lahir": None, "foto": None, "berat": None},  # a missing field fastavro fills with its default
+        {"id": 1, "nama": None, "lahir": None, "foto": bytearray(b"ab"), "berat": None, "aktif": None},  # a bytes-like value fastavro takes too
     ],
 )
-def test_flat_key_fast_path_writes_what_fastavro_writes(fields, record) -> None:
-    import io
-
-    import fastavro
-
-    from simpul.schemas.wire import ConfluentAvroEncoder
-
-    schema = {"type": "record", "name": "Key", "fields": fields}
-    encoder = ConfluentAvroEncoder(schema, 9)
-    expected = io.BytesIO()
-    fastavro.schemaless_writer(expected, fastavro.parse_schema(schema), record)
-    assert encoder.encode(record) == b"\x00\x00\x00\x00\x09" + expected.getvalue()
+def test_values_the_plain_writer_refuses_are_written_by_fastavro(record) -> None:
+    assert ConfluentAvroEncoder(PLAIN_VALUE, 2).encode(record) == frame(2, plain_encode(PLAIN_VALUE, record))
 
 
-def test_flat_key_with_a_bad_value_still_fails_clearly() -> None:
-    from simpul.schemas.wire import ConfluentAvroEncoder
-
+def test_a_bad_value_still_fails_clearly() -> None:
     encoder = ConfluentAvroEncoder({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}, 1)
     with pytest.raises((ValueError, TypeError, OverflowError)):
         encoder.encode({"id": 2**64})
     with pytest.raises((ValueError, TypeError)):
         encoder.encode({"id": "satu"})
+    with pytest.raises((ValueError, TypeError)):
+        ConfluentAvroEncoder(PLAIN_VALUE, 1).encode({**PLAIN_ROW, "aktif": "ya"})
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        ConfluentAvroEncoder(PLAIN_VALUE, 1).encode({"nama": "tanpa id"})
