@@ -87,7 +87,7 @@ def _is_record_ref(name: str, parsed: dict[str, Any]) -> bool:
     return isinstance(target, dict) and target.get("type") in ("record", "error")
 
 
-def _unsigned_varint(n: int) -> bytes:
+def _unsigned_varint_loop(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -96,16 +96,28 @@ def _unsigned_varint(n: int) -> bytes:
     return bytes(out)
 
 
-# Lengths, counts and small numbers: their varints looked up rather than computed.
-_SMALL_COUNT = 4096
-_SMALL_VARINTS = tuple(_unsigned_varint(n << 1) for n in range(_SMALL_COUNT))
+# Varints 14 bits at a time: a number below 2**14 whole, and two full 7-bit groups (each with its
+# continuation bit) per step above it; an epoch timestamp in ns takes 4 steps instead of 9.
+_VARINT_BELOW_2_14 = tuple(_unsigned_varint_loop(n) for n in range(1 << 14))
+_VARINT_GROUP_PAIRS = tuple(bytes([(n & 0x7F) | 0x80, ((n >> 7) & 0x7F) | 0x80]) for n in range(1 << 14))
+_SMALL_COUNT = 1 << 13  # numbers whose zigzag varint is one lookup
+
+
+def _unsigned_varint(n: int) -> bytes:
+    if n < 16384:
+        return _VARINT_BELOW_2_14[n]
+    out = b""
+    while n >= 16384:
+        out += _VARINT_GROUP_PAIRS[n & 0x3FFF]
+        n >>= 14
+    return out + _VARINT_BELOW_2_14[n]
 
 
 def _zigzag_varint(value: int) -> bytes:
     if value.__class__ is not int:
         raise TypeError(f"expected an int, got {type(value).__name__}")
     if 0 <= value < _SMALL_COUNT:
-        return _SMALL_VARINTS[value]
+        return _VARINT_BELOW_2_14[value << 1]
     if not -(1 << 63) <= value < (1 << 63):
         raise ValueError(f"{value} does not fit in an Avro long")
     return _unsigned_varint((value << 1) ^ (value >> 63))
@@ -122,14 +134,14 @@ def _write_string(value: str) -> bytes:
         raise TypeError(f"expected a str, got {type(value).__name__}")
     data = value.encode("utf-8")
     n = len(data)
-    return (_SMALL_VARINTS[n] if n < _SMALL_COUNT else _zigzag_varint(n)) + data
+    return (_VARINT_BELOW_2_14[n << 1] if n < _SMALL_COUNT else _zigzag_varint(n)) + data
 
 
 def _write_bytes(value: bytes) -> bytes:
     if value.__class__ is not bytes:
         raise TypeError(f"expected bytes, got {type(value).__name__}")
     n = len(value)
-    return (_SMALL_VARINTS[n] if n < _SMALL_COUNT else _zigzag_varint(n)) + value
+    return (_VARINT_BELOW_2_14[n << 1] if n < _SMALL_COUNT else _zigzag_varint(n)) + value
 
 
 _FLOAT = struct.Struct("<f")
@@ -249,7 +261,7 @@ class PlainWriterBuilder:
             raise _NotPlain
         null_index = branches.index("null")
         write_other = self._writer(branches[1 - null_index])
-        null_tag, other_tag = _SMALL_VARINTS[null_index], _SMALL_VARINTS[1 - null_index]
+        null_tag, other_tag = _zigzag_varint(null_index), _zigzag_varint(1 - null_index)
 
         def write_optional(value: Any) -> bytes:
             return null_tag if value is None else other_tag + write_other(value)

@@ -218,6 +218,8 @@ def _plain_cases() -> list[tuple[Any, Any]]:
         ({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "int"}]}, {"id": -2147483648}),
         ({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}, {"id": 9223372036854775807}),
         ({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}, {"id": -(2**63)}),
+        *(({"type": "record", "name": "Key", "fields": [{"name": "id", "type": "long"}]}, {"id": n})
+          for n in (8191, 8192, -8192, 16383, 16384, 2**21 - 1, 2**28, -(2**35) + 1, 1_796_452_204_501_123_456)),
         ({"type": "record", "name": "Key", "fields": [{"name": "nik", "type": "string"}, {"name": "n", "type": {"type": "int", "connect.type": "int16"}}]},
          {"nik": "3673 ÿ ✓", "n": 4095}),
         ({"type": "record", "name": "Long", "fields": [{"name": "text", "type": "string"}]}, {"text": "x" * 5000}),
