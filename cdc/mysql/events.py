@@ -46,6 +46,7 @@ class EventWriter:
         self.publisher = publisher
         self.source = source
         self._noted: set[tuple[str, str, str]] = set()
+        self._last_source: tuple[SourcePosition, TableSchema, dict[str, Any]] | None = None
 
     def read(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition) -> None:
         """A snapshot row (``op: r``)."""
@@ -131,31 +132,41 @@ class EventWriter:
         return {
             "before": before,
             "after": after,
-            "source": {
-                "version": DEBEZIUM_VERSION,
-                "connector": "mysql",
-                "name": self.source.topic_prefix,
-                "ts_ms": where.ts_ms,
-                "snapshot": where.snapshot,
-                "db": self.source.database,
-                "sequence": None,
-                "ts_us": where.ts_ms * 1000,
-                "ts_ns": where.ts_ms * 1_000_000,
-                "table": schema.table.split(".", 1)[1],
-                "server_id": where.server_id,
-                "gtid": where.gtid,
-                "file": where.file,
-                "pos": where.pos,
-                "row": where.row,
-                "thread": where.thread,
-                "query": None,
-            },
+            "source": self._source(schema, where),
             "transaction": None,
             "op": op,
             "ts_ms": now_ns // 1_000_000,
             "ts_us": now_ns // 1_000,
             "ts_ns": now_ns,
         }
+
+    def _source(self, schema: TableSchema, where: SourcePosition) -> dict[str, Any]:
+        """The ``source`` block of an event of ``schema`` at ``where``: one dict for every row given
+        the same position object (a snapshot's rows), which the publisher then encodes once."""
+        last = self._last_source
+        if last is not None and last[0] is where and last[1] is schema:
+            return last[2]
+        block = {
+            "version": DEBEZIUM_VERSION,
+            "connector": "mysql",
+            "name": self.source.topic_prefix,
+            "ts_ms": where.ts_ms,
+            "snapshot": where.snapshot,
+            "db": self.source.database,
+            "sequence": None,
+            "ts_us": where.ts_ms * 1000,
+            "ts_ns": where.ts_ms * 1_000_000,
+            "table": schema.table.split(".", 1)[1],
+            "server_id": where.server_id,
+            "gtid": where.gtid,
+            "file": where.file,
+            "pos": where.pos,
+            "row": where.row,
+            "thread": where.thread,
+            "query": None,
+        }
+        self._last_source = (where, schema, block)
+        return block
 
     def _set_aside(self, schema: TableSchema, exc: Exception, where: SourcePosition,
                    before: dict[str, Any] | None, after: dict[str, Any] | None, reason: str | None = None) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pymysql
@@ -125,6 +125,8 @@ def _read_tables(
 ) -> None:
     name = source.name
     ts_ms = int(time.time() * 1000)
+    # Every row shares one position object (the publisher encodes its source block once).
+    where = SourcePosition(position.file, position.pos, 0, position.gtid, 0, ts_ms, "true")
     # Debezium marks the very last snapshot row "last": hold one row back to know which it is.
     held: tuple[Any, dict[str, Any]] | None = None
     for index, qualified in enumerate(source.tables):
@@ -151,16 +153,11 @@ def _read_tables(
                     raise SnapshotInterrupted(f"stopped during the snapshot of {qualified}")
                 for values in rows:
                     if held is not None:
-                        _write(writer, held, position, ts_ms, "true")
+                        writer.read(*held, where)
                     held = (schema, dict(zip(names, values)))
                 tracker.advance(len(rows))
                 metrics.SNAPSHOT_ROWS.labels(name, qualified).inc(len(rows))
                 writer.publisher.poll(0)
         metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(source.tables) - index - 1)
     if held is not None:
-        _write(writer, held, position, ts_ms, "last")
-
-
-def _write(writer: EventWriter, held: tuple[Any, dict[str, Any]], position: BinlogPosition, ts_ms: int, marker: str) -> None:
-    schema, values = held
-    writer.read(schema, values, SourcePosition(position.file, position.pos, 0, position.gtid, 0, ts_ms, marker))
+        writer.read(*held, replace(where, snapshot="last"))

@@ -195,18 +195,18 @@ class PostgresConnector:
                     rows_scanned = metrics.SNAPSHOT_ROWS.labels(name, table)
                     columns = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in schema.relation.columns)
                     with conn.cursor(name=f"simpul_snapshot_{done}") as cursor:
-                        cursor.itersize = SNAPSHOT_FETCH_ROWS
                         cursor.execute(sql.SQL("SELECT {} FROM {}").format(columns, sql.Identifier(*catalog.split_table(table))))
-                        for values in cursor:
-                            # One row is held back so that the very last one can say snapshot=last.
-                            if held is not None:
-                                self._publish_read(*held, lsn, "true")
-                            held = (schema, values)
-                            tracker.advance()
-                            rows_scanned.inc()
+                        while rows := cursor.fetchmany(SNAPSHOT_FETCH_ROWS):
+                            for values in rows:
+                                # One row is held back so that the very last one can say snapshot=last.
+                                if held is not None:
+                                    self._publish_read(*held, lsn, "true")
+                                held = (schema, values)
+                            tracker.advance(len(rows))
+                            rows_scanned.inc(len(rows))
+                            self.publisher.poll(0)
                             if self.shutdown.requested:
                                 raise ConnectorError(f"{name}: stopped during the snapshot; it runs again at the next start")
-                        self.publisher.poll(0)
                     metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(self.source.tables) - done - 1)
             if held is not None:
                 self._publish_read(*held, lsn, "last")
