@@ -291,3 +291,16 @@ def test_a_bad_value_still_fails_clearly() -> None:
         ConfluentAvroEncoder(PLAIN_VALUE, 1).encode({**PLAIN_ROW, "aktif": "ya"})
     with pytest.raises((ValueError, TypeError, KeyError)):
         ConfluentAvroEncoder(PLAIN_VALUE, 1).encode({"nama": "tanpa id"})
+
+
+def test_long_varints_are_what_fastavro_writes_across_the_whole_range() -> None:
+    import random
+
+    rng = random.Random(7)
+    schema = {"type": "record", "name": "L", "fields": [{"name": "n", "type": "long"}]}
+    encoder = ConfluentAvroEncoder(schema, 1)
+    edges = [sign * (2**k + d) for k in range(63) for d in (-1, 0, 1) for sign in (1, -1)]
+    # More distinct high parts than the encoder remembers, so its memory is emptied along the way.
+    values = edges + [rng.randrange(-(2**63), 2**63) for _ in range(6000)] + [1_796_452_204_501_000 + rng.randrange(10**9) for _ in range(2000)]
+    for value in values:
+        assert encoder.encode({"n": value}) == frame(1, plain_encode(schema, {"n": value})), value
