@@ -24,6 +24,7 @@ import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import fastavro
@@ -184,6 +185,7 @@ _PRIMITIVE_WRITERS: dict[str, Writer] = {
 # Keys a type's dict may carry without changing its encoding: Kafka Connect's annotations, which
 # fastavro ignores (unlike ``logicalType``, which makes it convert the value).
 _PLAIN_ANNOTATIONS = frozenset({"type", "connect.type", "connect.name", "connect.version", "connect.parameters", "connect.default", "doc"})
+_DECIMAL_KEYS = _PLAIN_ANNOTATIONS | {"logicalType", "precision", "scale"}
 
 
 class _NotPlain(Exception):
@@ -237,6 +239,8 @@ class PlainWriterBuilder:
             return _map_writer(self._writer(schema["values"]))
         if isinstance(kind, str) and set(schema) <= _PLAIN_ANNOTATIONS and kind in _PRIMITIVE_WRITERS:
             return _PRIMITIVE_WRITERS[kind]
+        if kind == "bytes" and schema.get("logicalType") == "decimal" and set(schema) <= _DECIMAL_KEYS:
+            return _decimal_writer(schema["precision"], schema.get("scale", 0))
         raise _NotPlain
 
     def _named_type(self, name: str) -> Writer:
@@ -275,6 +279,27 @@ class PlainWriterBuilder:
             return null_tag if value is None else other_tag + write_other(value)
 
         return write_optional
+
+
+def _decimal_writer(precision: int, scale: int) -> Writer:
+    """Avro's ``decimal`` logical type on ``bytes``, written from a :class:`~decimal.Decimal` as
+    fastavro writes it: the unscaled number, big-endian two's complement, one byte longer than its
+    magnitude needs (so a value and its negation have the same length)."""
+    power = 10**scale
+
+    def write_decimal(value: Any) -> bytes:
+        if value.__class__ is not Decimal:
+            raise TypeError(f"expected a Decimal, got {type(value).__name__}")
+        _, digits, exponent = value.as_tuple()
+        if len(digits) > precision:
+            raise ValueError("The decimal precision is bigger than allowed by schema")
+        if exponent.__class__ is not int or exponent + scale < 0:  # NaN and infinities have no exponent
+            raise ValueError("Scale provided in schema does not match the decimal")
+        numerator, denominator = value.as_integer_ratio()
+        unscaled = numerator * power // denominator
+        return _write_bytes(unscaled.to_bytes((abs(unscaled).bit_length() + 8) // 8, byteorder="big", signed=True))
+
+    return write_decimal
 
 
 def _identity_cached(write: Writer) -> Writer:

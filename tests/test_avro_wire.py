@@ -46,6 +46,10 @@ INSERT = {"before": None, "after": ROW, "op": "c", "ts_ms": 1_718_000_000_000}
 UPDATE = {"before": ROW, "after": {**ROW, "nama": "Siti A."}, "op": "u", "ts_ms": 1_718_000_000_001}
 DELETE = {"before": ROW, "after": None, "op": "d", "ts_ms": None}
 
+# A layout the plain writers leave to fastavro (an enum).
+ENUM_VALUE = {**VALUE, "fields": [*VALUE["fields"], {"name": "status", "type": ["null", {"type": "enum", "name": "Status", "symbols": ["AKTIF", "MATI"]}], "default": None}]}
+ENUM_ROW = {**ROW, "status": "AKTIF"}
+
 PLAIN_VALUE = {
     "type": "record",
     "name": "Value",
@@ -96,7 +100,7 @@ def test_encoder_bytes_equal_plain_fastavro(event: dict[str, Any]) -> None:
     assert encoder.encode(DELETE) == frame(42, plain_encode(ENVELOPE, DELETE))
 
 
-@pytest.mark.parametrize(("value", "row"), [(VALUE, ROW), (PLAIN_VALUE, PLAIN_ROW)], ids=["written-by-fastavro", "plain"])
+@pytest.mark.parametrize(("value", "row"), [(ENUM_VALUE, ENUM_ROW), (PLAIN_VALUE, PLAIN_ROW), (VALUE, ROW)], ids=["written-by-fastavro", "plain", "plain-decimal"])
 def test_a_repeated_source_block_is_reused_and_the_bytes_stay_what_fastavro_writes(value: dict[str, Any], row: dict[str, Any]) -> None:
     from simpul.cdc.envelope import envelope_schema
     from simpul.cdc.postgres.schema import POSTGRES_SOURCE_SCHEMA
@@ -258,7 +262,8 @@ def test_plain_writer_leaves_what_it_does_not_write_to_fastavro() -> None:
         return PlainWriterBuilder(parsed).writer(parsed) is not None
 
     assert plain(ENVELOPE_OF(PLAIN_VALUE))  # ``after`` refers by name to the Value ``before`` defines
-    assert not plain(ENVELOPE) and not plain(VALUE)  # a decimal logical type
+    assert plain(ENVELOPE) and plain(VALUE)  # a decimal is written as fastavro writes it
+    assert not plain(ENUM_VALUE)
     assert not plain({"type": "enum", "name": "E", "symbols": ["A"]})
     assert not plain({"type": "fixed", "name": "F", "size": 2})
     assert not plain(["null", "string", "long"])
@@ -304,3 +309,34 @@ def test_long_varints_are_what_fastavro_writes_across_the_whole_range() -> None:
     values = edges + [rng.randrange(-(2**63), 2**63) for _ in range(6000)] + [1_796_452_204_501_000 + rng.randrange(10**9) for _ in range(2000)]
     for value in values:
         assert encoder.encode({"n": value}) == frame(1, plain_encode(schema, {"n": value})), value
+
+
+def test_decimals_are_written_as_fastavro_writes_them() -> None:
+    from simpul.cdc.envelope import connect_decimal
+    from simpul.schemas.wire import PlainWriterBuilder
+
+    def schema_of(precision: int, scale: int) -> dict[str, Any]:
+        return {"type": "record", "name": "D", "fields": [{"name": "d", "type": ["null", connect_decimal(precision, scale)]}]}
+
+    parsed = fastavro.parse_schema(schema_of(20, 6))
+    assert PlainWriterBuilder(parsed).writer(parsed) is not None
+    values = ["0", "-0", "1", "-1", "127", "-128", "128", "-129", "0.5", "-0.000001", "12345.6", "99999999999999.999999",
+              "-99999999999999.999999", "5E+3", "1.10", "-32768", "8388607.000000"]
+    for precision, scale in ((20, 6), (38, 10), (5, 0), (10, 2)):
+        schema = schema_of(precision, scale)
+        encoder = ConfluentAvroEncoder(schema, 3)
+        for text in values:
+            record = {"d": Decimal(text)}
+            try:
+                expected = frame(3, plain_encode(schema, record))
+            except ValueError:
+                with pytest.raises(ValueError):
+                    encoder.encode(record)
+                continue
+            assert encoder.encode(record) == expected, (precision, scale, text)
+    encoder = ConfluentAvroEncoder(schema_of(20, 6), 3)
+    for bad in (Decimal("NaN"), Decimal("Infinity"), Decimal("0.0000001"), Decimal("1" * 21)):
+        with pytest.raises((ValueError, TypeError)):
+            encoder.encode({"d": bad})
+    # Bytes already in the decimal's form pass through, as fastavro passes them.
+    assert encoder.encode({"d": b"\x01\x02"}) == frame(3, plain_encode(schema_of(20, 6), {"d": b"\x01\x02"}))
