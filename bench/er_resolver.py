@@ -21,26 +21,23 @@ from simpul.seed.agencies import TABLES, table_rows
 from simpul.seed.population import generate_population
 from simpul.streams.changes import RowChange, plain_value
 from simpul.streams.citizens import CitizenResolver, ResolverState, use_resolver_gc_thresholds
-from simpul.streams.mapping import load_mapping, to_canonical
+from simpul.streams.mapping import Mapping, load_mapping, to_canonical
+from simpul.streams.matching import FellegiSunterModel
 from simpul.streams.resolve import resolve
 
 # Ids of a throwaway benchmark: any key serves.
 BENCH_ID_KEY = b"bench master id key"
 
 
-def main() -> None:
-    """Run the benchmark (see the module docstring)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--citizens", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=5)
-    args = parser.parse_args()
-
+def city_changes(citizens: int, seed: int) -> tuple[Mapping, FellegiSunterModel, list[RowChange], date]:
+    """A synthetic city's agency rows as snapshot row changes, with the mapping and the model the
+    batch twin trains on them (and the day the records were read as of)."""
     mapping = load_mapping()
     today = date.today()
     rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
     changes = []
     for table in TABLES:
-        for row, _ in table_rows(table, generate_population(args.citizens, args.seed), args.seed):
+        for row, _ in table_rows(table, generate_population(citizens, seed), seed):
             values = {c: plain_value(v) for c, v in zip(table.columns, row)}
             rows[(table.source, table.table)][str(row[0])] = values
             changes.append(RowChange(table.source, table.table, str(row[0]), "r", (len(changes),), 1_700_000_000_000 + len(changes), values))
@@ -53,8 +50,17 @@ def main() -> None:
                 parent = rows[(mapped.source, mapped.join.table)].get(str(row[mapped.join.using]), {})
                 row.update({f"{mapped.join.alias}.{c}": parent.get(c) for c in mapped.join.columns})
             records.append(to_canonical(row, mapped, mapping.region_prefix, today))
-    model = resolve(records).model
+    return mapping, resolve(records).model, changes, today
 
+
+def main() -> None:
+    """Run the benchmark (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--citizens", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+
+    mapping, model, changes, today = city_changes(args.citizens, args.seed)
     resolver = CitizenResolver(mapping, model, ResolverState(), BENCH_ID_KEY, today=today)
     use_resolver_gc_thresholds()
     started = time.perf_counter()

@@ -1,0 +1,150 @@
+"""Avro encoding speed: Simpul's encoder against fastavro on the records Simpul writes most.
+
+    .venv/bin/python -m bench.avro_encoding [--config simpul.yaml] [--citizens 5000] [--repeat 3]
+
+Records:
+- the resolver's outputs (golden citizens, links, agency feedback) of a synthetic city resolved in
+  memory (``bench.er_resolver``'s city);
+- Debezium envelopes of a PostgreSQL table of ``cdc_postgres``'s shape: snapshot rows sharing
+  one ``source`` block, and streamed rows each with its own.
+
+For each kind it prints the µs per record through :class:`ConfluentAvroEncoder` (its plain
+writers where the schema allows) and through fastavro's ``schemaless_writer`` on the parsed
+schema into a reused buffer, the best of ``--repeat`` passes, after checking that both give the
+same bytes; and writes them to ``bench/results/avro_encoding.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import fastavro
+
+from bench.er_resolver import BENCH_ID_KEY, city_changes
+from bench.harness import write_results
+from simpul.cdc.envelope import connect_decimal, connect_type, envelope_schema, field, value_schema
+from simpul.cdc.postgres.schema import POSTGRES_SOURCE_SCHEMA
+from simpul.config import load_config
+from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, LINK_SCHEMA
+from simpul.schemas.wire import ConfluentAvroEncoder, frame
+from simpul.streams.citizens import CitizenResolver, ResolverState
+from simpul.streams.topology import feedback_scopes
+
+TOPIC = "bench.public.bench"
+SCHEMA_ID = 1
+
+
+def resolver_outputs(config_path: str, citizens: int, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """The values of every citizen, link and feedback output of resolving the city."""
+    mapping, model, changes, today = city_changes(citizens, seed)
+    resolver = CitizenResolver(mapping, model, ResolverState(), BENCH_ID_KEY, today=today,
+                               feedback_scopes=feedback_scopes(load_config(config_path)))
+    outputs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for change in changes:
+        for output in resolver.apply(change).outputs:
+            if output.value is not None:
+                outputs[output.kind].append(output.value)
+    return outputs
+
+
+def debezium_envelopes(count: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The envelope schema, ``count`` snapshot envelopes sharing one source block, and ``count``
+    streamed envelopes each with its own."""
+    columns = [
+        field("id", "int", False),
+        field("string_field", "string", True),
+        field("numeric_field", connect_decimal(20, 6), True),
+        field("timestamp_field", connect_type("string", "io.debezium.time.ZonedTimestamp", 1), True),
+        field("json_field", connect_type("string", "io.debezium.data.Json", 1), True),
+        field("inserted_at", connect_type("long", "io.debezium.time.MicroTimestamp", 1), True),
+        field("updated_at", connect_type("long", "io.debezium.time.MicroTimestamp", 1), True),
+    ]
+    schema = envelope_schema(TOPIC, value_schema(TOPIC, columns), POSTGRES_SOURCE_SCHEMA)
+    now_us = 1_796_452_204_501_000
+
+    def source(lsn: int, snapshot: str) -> dict[str, Any]:
+        block = dict.fromkeys(f["name"] for f in POSTGRES_SOURCE_SCHEMA["fields"])
+        block.update(version="3.0.0.Final", connector="postgresql", name="bench", ts_ms=now_us // 1000, snapshot=snapshot,
+                     db="bench", sequence=f'[null,"{lsn}"]', ts_us=now_us, ts_ns=now_us * 1000, schema="public",
+                     table="bench", txId=lsn // 100, lsn=lsn)
+        return block
+
+    def envelope(i: int, op: str, source_block: dict[str, Any]) -> dict[str, Any]:
+        row = {"id": i, "string_field": f"{i:032x}", "numeric_field": Decimal(f"{i}.142857"),
+               "timestamp_field": "2026-12-05T09:00:00.123456Z", "json_field": f'{{"n": {i}}}',
+               "inserted_at": now_us + i, "updated_at": now_us + i}
+        t = now_us + 37 * i
+        return {"before": None, "after": row, "source": source_block, "transaction": None, "op": op,
+                "ts_ms": t // 1000, "ts_us": t, "ts_ns": t * 1000}
+
+    shared = source(1_000_000, "true")
+    snapshot = [envelope(i, "r", shared) for i in range(count)]
+    streamed = [envelope(i, "c", source(1_000_000 + 120 * i, "false")) for i in range(count)]
+    return schema, snapshot, streamed
+
+
+def best_us(encode: Callable[[dict[str, Any]], bytes], records: list[dict[str, Any]], repeat: int) -> float:
+    """The best of ``repeat`` passes over ``records``, in µs per record."""
+    best = float("inf")
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for record in records:
+            encode(record)
+        best = min(best, time.perf_counter() - started)
+    return round(best / len(records) * 1e6, 2)
+
+
+def fastavro_encoder(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    """fastavro alone: the schema parsed once, one reused buffer, the wire-format header."""
+    parsed = fastavro.parse_schema(schema)
+    buffer = io.BytesIO()
+
+    def encode(record: dict[str, Any]) -> bytes:
+        buffer.seek(0)
+        buffer.truncate()
+        fastavro.schemaless_writer(buffer, parsed, record)
+        return frame(SCHEMA_ID, buffer.getvalue())
+
+    return encode
+
+
+def main() -> None:
+    """Run the benchmark (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="simpul.yaml")
+    parser.add_argument("--citizens", type=int, default=5_000)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    outputs = resolver_outputs(args.config, args.citizens, args.seed)
+    envelope, snapshot, streamed = debezium_envelopes(20_000)
+    cases = [
+        ("citizen", CITIZEN_SCHEMA, outputs["citizen"], None),
+        ("link", LINK_SCHEMA, outputs["link"], None),
+        ("feedback", FEEDBACK_SCHEMA, outputs["feedback"], None),
+        ("debezium_snapshot_row", envelope, snapshot, "source"),
+        ("debezium_streamed_row", envelope, streamed, "source"),
+    ]
+    figures: dict[str, Any] = {"citizens": args.citizens}
+    for name, schema, records, repeated in cases:
+        simpul = ConfluentAvroEncoder(schema, SCHEMA_ID, repeated_field=repeated)
+        plain = fastavro_encoder(schema)
+        for record in records[:2_000]:
+            if simpul.encode(record) != plain(record):
+                raise SystemExit(f"{name}: the encoder's bytes differ from fastavro's")
+        simpul_us = best_us(ConfluentAvroEncoder(schema, SCHEMA_ID, repeated_field=repeated).encode, records, args.repeat)
+        fastavro_us = best_us(plain, records, args.repeat)
+        figures[name] = {"records": len(records), "simpul_us": simpul_us, "fastavro_us": fastavro_us}
+        print(f"{name:>24}: {len(records):>7,} records, simpul {simpul_us:6.2f} us, fastavro {fastavro_us:6.2f} us per record")
+    write_results("avro_encoding", figures)
+
+
+if __name__ == "__main__":
+    main()
