@@ -94,7 +94,7 @@ class Reader:
         self.consumer.close()
 
 
-def test_snapshot_hand_off_changes_and_restart(agency_config: SimpulConfig, unique_name: str) -> None:
+def test_snapshot_hand_off_changes_and_restart(agency_config: SimpulConfig, unique_name: str, caplog: pytest.LogCaptureFixture) -> None:
     config, source = _source(agency_config, unique_name, ["orang"])
     topic = f"{unique_name}.{source.database}.orang"
     _sql(source, "CREATE TABLE orang (id INT PRIMARY KEY, nama VARCHAR(50) NOT NULL) ENGINE=InnoDB",
@@ -168,6 +168,14 @@ def test_snapshot_hand_off_changes_and_restart(agency_config: SimpulConfig, uniq
                 assert beat[1] == {"serverName": unique_name} and beat[2]["ts_ms"] > 0
             finally:
                 beats.close()
+
+            # a new binlog file: table layouts are forgotten (table ids do not outlive a server
+            # run) and the next rows decode with the layout read anew
+            with caplog.at_level(logging.INFO, logger="simpul.cdc.mysql.binlog"):
+                _sql(source, "FLUSH BINARY LOGS", "INSERT INTO orang VALUES (8, 'setelah rotasi')")
+                rotated = reader.read(1)
+            assert [(k, v["op"], v["after"]["nama"]) for _, k, v in rotated] == [({"id": 8}, "c", "setelah rotasi")]
+            assert "table layouts are read anew" in caplog.text
 
         store = OffsetStore(config)
         offset = store.load(unique_name)

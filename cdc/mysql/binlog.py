@@ -17,7 +17,7 @@ from typing import Any
 
 import pymysql
 from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, XidEvent
+from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from simpul.cdc import metrics
@@ -75,7 +75,7 @@ class BinlogStreamer:
             log_pos=start.pos,
             only_schemas=[self.source.database],
             only_tables=sorted(self._tables),
-            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent, MariadbGtidEvent, HeartbeatLogEvent],
+            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent, MariadbGtidEvent, HeartbeatLogEvent, RotateEvent],
             # Not is_mariadb: mysql-replication's MariaDB dump ignores log_file/log_pos and starts
             # at the first binlog unless given a GTID state; the classic file/position dump works
             # on MariaDB too, and MariaDB's GTID events are decoded either way.
@@ -83,10 +83,11 @@ class BinlogStreamer:
             slave_heartbeat=SERVER_HEARTBEAT_S,
             enable_logging=False,
             # A TableMapEvent precedes every transaction's rows; parsing it again each time took
-            # about a third of this process. A table's layout is parsed when its table id is new
-            # (an ALTER gives the table a new id, a server restart a new binlog, which clears the
-            # map), and every DDL statement clears the map too (``_query``), so rows never decode
-            # with a stale layout.
+            # about a third of this process. A table's layout is parsed when its table id is not
+            # in the map. Table ids are unique only within one server run, so the map is emptied
+            # on every rotation (the protocol announces each binlog file, and a restarted server
+            # writes a new one) and on every DDL statement (``_query``; an ALTER also gives the
+            # table a new id): rows never decode with another table's or an older layout.
             freeze_schema=True,
         )
         self._stream = stream
@@ -107,6 +108,9 @@ class BinlogStreamer:
                     last_activity = now
                 elif isinstance(event, MariadbGtidEvent):
                     gtid = event.gtid
+                elif isinstance(event, RotateEvent):
+                    stream.table_map.clear()
+                    log.info("%s: binlog %s: table layouts are read anew from their next TableMapEvent", self.source.name, event.next_binlog)
                 elif isinstance(event, XidEvent):
                     rows_in_transaction = self._commit(stream.log_file, event.packet.log_pos, gtid, rows_in_transaction)
                 elif isinstance(event, QueryEvent):
