@@ -5,8 +5,9 @@
 Records:
 - the resolver's outputs (golden citizens, links, agency feedback) of a synthetic city resolved in
   memory (``bench.er_resolver``'s city);
-- Debezium envelopes of a PostgreSQL table of ``cdc_postgres``'s shape: snapshot rows sharing
-  one ``source`` block, and streamed rows each with its own.
+- Debezium envelopes of a PostgreSQL table of ``cdc_postgres``'s shape, made by the connector's
+  own code from text rows: snapshot rows sharing one ``source`` block, and streamed inserts each
+  with its own.
 
 For each kind it prints the µs per record through :class:`ConfluentAvroEncoder` (its plain
 writers where the schema allows) and through fastavro's ``schemaless_writer`` on the parsed
@@ -21,15 +22,16 @@ import io
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import fastavro
 
 from bench.er_resolver import BENCH_ID_KEY, city_changes
 from bench.harness import write_results
-from simpul.cdc.envelope import connect_decimal, connect_type, envelope_schema, field, value_schema
-from simpul.cdc.postgres.schema import POSTGRES_SOURCE_SCHEMA
+from simpul.cdc.postgres.events import SourcePosition, change_events, read_event, source_block
+from simpul.cdc.postgres.pgoutput import Column, Insert, Relation
+from simpul.cdc.postgres.schema import build_table_schema
+from simpul.cdc.transforms import TableTransform
 from simpul.config import load_config
 from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, LINK_SCHEMA
 from simpul.schemas.wire import ConfluentAvroEncoder, frame
@@ -38,6 +40,8 @@ from simpul.streams.topology import feedback_scopes
 
 TOPIC = "bench.public.bench"
 SCHEMA_ID = 1
+# PostgreSQL type oids of the table's columns.
+INT4_OID, TEXT_OID, NUMERIC_OID, TIMESTAMP_OID, TIMESTAMPTZ_OID, JSONB_OID = 23, 25, 1700, 1114, 1184, 3802
 
 
 def resolver_outputs(config_path: str, citizens: int, seed: int) -> dict[str, list[dict[str, Any]]]:
@@ -54,39 +58,32 @@ def resolver_outputs(config_path: str, citizens: int, seed: int) -> dict[str, li
 
 
 def debezium_envelopes(count: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
-    """The envelope schema, ``count`` snapshot envelopes sharing one source block, and ``count``
-    streamed envelopes each with its own."""
-    columns = [
-        field("id", "int", False),
-        field("string_field", "string", True),
-        field("numeric_field", connect_decimal(20, 6), True),
-        field("timestamp_field", connect_type("string", "io.debezium.time.ZonedTimestamp", 1), True),
-        field("json_field", connect_type("string", "io.debezium.data.Json", 1), True),
-        field("inserted_at", connect_type("long", "io.debezium.time.MicroTimestamp", 1), True),
-        field("updated_at", connect_type("long", "io.debezium.time.MicroTimestamp", 1), True),
-    ]
-    schema = envelope_schema(TOPIC, value_schema(TOPIC, columns), POSTGRES_SOURCE_SCHEMA)
+    """The envelope schema of a table shaped like ``bench.cdc_postgres``'s (with a ``numeric(20,6)``),
+    ``count`` snapshot envelopes sharing one source block, and ``count`` streamed inserts each with
+    its own: built by the PostgreSQL connector's own code from text rows, as it reads them."""
+    columns = (
+        Column("id", INT4_OID, -1, True), Column("string_field", TEXT_OID, -1, False),
+        Column("numeric_field", NUMERIC_OID, ((20 << 16) | 6) + 4, False), Column("timestamp_field", TIMESTAMPTZ_OID, -1, False),
+        Column("json_field", JSONB_OID, -1, False), Column("inserted_at", TIMESTAMP_OID, -1, False),
+        Column("updated_at", TIMESTAMP_OID, -1, False),
+    )
+    relation = Relation(1, "public", "bench", "f", columns)
+    table = build_table_schema(TOPIC, relation)
+    transform = TableTransform({})
     now_us = 1_796_452_204_501_000
 
-    def source(lsn: int, snapshot: str) -> dict[str, Any]:
-        block = dict.fromkeys(f["name"] for f in POSTGRES_SOURCE_SCHEMA["fields"])
-        block.update(version="3.0.0.Final", connector="postgresql", name="bench", ts_ms=now_us // 1000, snapshot=snapshot,
-                     db="bench", sequence=f'[null,"{lsn}"]', ts_us=now_us, ts_ns=now_us * 1000, schema="public",
-                     table="bench", txId=lsn // 100, lsn=lsn)
-        return block
+    def row(i: int) -> tuple[str, ...]:
+        return (str(i), f"{i:032x}", f"{i}.142857", "2026-12-05 09:00:00.123456+00", f'{{"n": {i}}}',
+                "2026-12-05 09:00:00.123456", "2026-12-05 09:00:00.123456")
 
-    def envelope(i: int, op: str, source_block: dict[str, Any]) -> dict[str, Any]:
-        row = {"id": i, "string_field": f"{i:032x}", "numeric_field": Decimal(f"{i}.142857"),
-               "timestamp_field": "2026-12-05T09:00:00.123456Z", "json_field": f'{{"n": {i}}}',
-               "inserted_at": now_us + i, "updated_at": now_us + i}
-        t = now_us + 37 * i
-        return {"before": None, "after": row, "source": source_block, "transaction": None, "op": op,
-                "ts_ms": t // 1000, "ts_us": t, "ts_ns": t * 1000}
-
-    shared = source(1_000_000, "true")
-    snapshot = [envelope(i, "r", shared) for i in range(count)]
-    streamed = [envelope(i, "c", source(1_000_000 + 120 * i, "false")) for i in range(count)]
-    return schema, snapshot, streamed
+    shared = source_block("bench", "bench", table, SourcePosition(1_000_000, None, now_us, None, "true"))
+    snapshot = [read_event(table, transform, row(i), shared, now_us + 37 * i).envelope for i in range(count)]
+    streamed = []
+    for i in range(count):
+        position = SourcePosition(1_000_000 + 120 * i, 1_000 + i // 10, now_us + i, 1_000_000 + 120 * i - 1)
+        (event,) = change_events(table, transform, Insert(relation, row(i)), source_block("bench", "bench", table, position), now_us + 37 * i)
+        streamed.append(event.envelope)
+    return table.envelope, snapshot, streamed
 
 
 def best_us(encode: Callable[[dict[str, Any]], bytes], records: list[dict[str, Any]], repeat: int) -> float:
@@ -139,7 +136,7 @@ def main() -> None:
         for record in records[:2_000]:
             if simpul.encode(record) != plain(record):
                 raise SystemExit(f"{name}: the encoder's bytes differ from fastavro's")
-        simpul_us = best_us(ConfluentAvroEncoder(schema, SCHEMA_ID, repeated_field=repeated).encode, records, args.repeat)
+        simpul_us = best_us(simpul.encode, records, args.repeat)
         fastavro_us = best_us(plain, records, args.repeat)
         figures[name] = {"records": len(records), "simpul_us": simpul_us, "fastavro_us": fastavro_us}
         print(f"{name:>24}: {len(records):>7,} records, simpul {simpul_us:6.2f} us, fastavro {fastavro_us:6.2f} us per record")
