@@ -58,10 +58,8 @@ class BinlogStreamer:
         self._params = mysql_params(source.dsn())
         self._catalog = pymysql.connect(**{**self._params, "autocommit": True})
         self._infos: dict[str, TableInfo | None] = {}
-        self._latest: dict[str, TableSchema] = {}
-        # Per table: the TableMapEvent columns and catalog facts its schema was last made from, and that schema.
-        self._schemas_by_map: dict[str, tuple[list[Any], TableInfo | None, TableSchema]] = {}
-        self._stream: BinLogStreamReader | None = None
+        # Per table: its latest schema, and the TableMapEvent columns and catalog facts it was made from.
+        self._latest: dict[str, tuple[TableSchema, list[Any], TableInfo | None]] = {}
         self._tables = {t.split(".", 1)[1] for t in source.tables}
 
     def run(self, start: BinlogPosition) -> None:
@@ -90,7 +88,6 @@ class BinlogStreamer:
             # table a new id): rows never decode with another table's or an older layout.
             freeze_schema=True,
         )
-        self._stream = stream
         log.info("%s: streaming from %s:%d (server_id %d)", self.source.name, start.file, start.pos, self.source.server_id)
         metrics.CONNECTED.labels(self.source.name).set(1)
         gtid = start.gtid
@@ -114,7 +111,7 @@ class BinlogStreamer:
                 elif isinstance(event, XidEvent):
                     rows_in_transaction = self._commit(stream.log_file, event.packet.log_pos, gtid, rows_in_transaction)
                 elif isinstance(event, QueryEvent):
-                    if self._query(event, stream.log_file, gtid):
+                    if self._query(event, stream, gtid):
                         rows_in_transaction = self._commit(stream.log_file, event.packet.log_pos, gtid, rows_in_transaction)
                         last_activity = now
                 if now - last_save >= SAVE_EVERY_S:
@@ -156,18 +153,17 @@ class BinlogStreamer:
 
     def _schema(self, table: str, columns: list[Any]) -> TableSchema:
         info = self._info(table)
-        cached = self._schemas_by_map.get(table)
-        if cached is not None and cached[0] is columns and cached[1] is info:
+        latest = self._latest.get(table)
+        if latest is not None and latest[1] is columns and latest[2] is info:
             # The same parsed TableMapEvent (see ``run``) and catalog facts: the same schema.
-            return cached[2]
+            return latest[0]
         if info is None or not {c.name for c in columns} <= info.names:
             # A column the catalog has not seen: the table changed since it was read.
             info = self._info(table, refresh=True)
         key = info.key_columns if info else tuple(c.name for c in columns if getattr(c, "is_primary", False))
         qualified = f"{self.source.database}.{table}"
         schema = self.schemas.get(table, binlog_columns(columns, info), key, self.transforms.for_table(qualified))
-        self._latest[table] = schema
-        self._schemas_by_map[table] = (columns, info, schema)
+        self._latest[table] = (schema, columns, info)
         return schema
 
     def _rows(self, event: Any, log_file: str, gtid: str | None) -> int:
@@ -184,7 +180,7 @@ class BinlogStreamer:
                                    row.get("before_none_sources"), row.get("after_none_sources"))
         return len(event.rows)
 
-    def _query(self, event: QueryEvent, log_file: str, gtid: str | None) -> bool:
+    def _query(self, event: QueryEvent, stream: BinLogStreamReader, gtid: str | None) -> bool:
         """Handle a statement; True when it ends a source transaction (COMMIT, DDL, TRUNCATE)."""
         query = event.query.strip()
         upper = query[:16].upper()
@@ -197,17 +193,17 @@ class BinlogStreamer:
         if truncate:
             database, table = truncate.group(1) or default_db, truncate.group(2)
             if database == self.source.database and table in self._tables:
-                schema = self._latest.get(table) or self._schema_from_catalog(table)
+                latest = self._latest.get(table)
+                schema = latest[0] if latest is not None else self._schema_from_catalog(table)
                 if schema is not None:
-                    where = SourcePosition(log_file, event.packet.log_pos, 0, gtid, event.packet.server_id, event.timestamp * 1000,
+                    where = SourcePosition(stream.log_file, event.packet.log_pos, 0, gtid, event.packet.server_id, event.timestamp * 1000,
                                            thread=event.slave_proxy_id)
                     self.writer.truncate(schema, where)
             return True
         if _DDL.match(query):
             # Layout comes with the next TableMapEvent, parsed anew; the hints (booleans, JSON, key) are re-read.
             self._infos.clear()
-            if self._stream is not None:
-                self._stream.table_map.clear()
+            stream.table_map.clear()
             return True
         return False
 
