@@ -254,6 +254,10 @@ def test_plain_writer_writes_what_fastavro_writes(schema, record) -> None:
     assert encoder.encode(record) == b"\x00\x00\x00\x00\x09" + plain_encode(schema, record)
 
 
+def ENVELOPE_OF(value: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - reads as the constant it builds
+    return {**ENVELOPE, "fields": [{"name": "before", "type": ["null", value], "default": None}, *ENVELOPE["fields"][1:]]}
+
+
 def test_plain_writer_leaves_what_it_does_not_write_to_fastavro() -> None:
     from simpul.schemas.wire import PlainWriterBuilder
 
@@ -268,10 +272,6 @@ def test_plain_writer_leaves_what_it_does_not_write_to_fastavro() -> None:
     assert not plain({"type": "fixed", "name": "F", "size": 2})
     assert not plain(["null", "string", "long"])
     assert not plain({"type": "int", "logicalType": "date"})
-
-
-def ENVELOPE_OF(value: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - reads as the constant it builds
-    return {**ENVELOPE, "fields": [{"name": "before", "type": ["null", value], "default": None}, *ENVELOPE["fields"][1:]]}
 
 
 @pytest.mark.parametrize(
