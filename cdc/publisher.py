@@ -187,7 +187,14 @@ class EventPublisher:
         caller, which sets the row aside with :meth:`dead_letter`."""
         key_bytes = self.encoder(topic, key_schema, True).encode(key) if key_schema is not None and key is not None else None
         value_bytes = self.encoder(topic, envelope_schema, False).encode(envelope) if envelope is not None and envelope_schema is not None else None
-        self._produce(topic, key_bytes, value_bytes, commit_ts_ms)
+        self.publish_encoded(topic, key_bytes, value_bytes, table, op, commit_ts_ms)
+
+    def publish_encoded(
+        self, topic: str, key: bytes | None, value: bytes | None, table: str, op: str | None, commit_ts_ms: int | None = None
+    ) -> None:
+        """Produce one event already encoded with this publisher's registered schemas (``value``
+        None: a tombstone)."""
+        self._produce(topic, key, value, commit_ts_ms)
         if op is not None:
             self._events(self.source.name, table, op).inc()
 

@@ -144,6 +144,11 @@ class CaptureSettings(_Section):
     heartbeat_interval_ms: int = Field(10_000, ge=100, le=3_600_000)
     server_id: int | None = Field(None, ge=1, le=4_294_967_295, description="MySQL replica server id (default derived from the name).")
     max_batch_events: int = Field(10_000, ge=1, le=1_000_000)
+    workers: int = Field(
+        1, ge=1, le=16,
+        description="PostgreSQL: processes that decode and encode rows. 1 does it in the connector's own process; "
+        "more spread a busy source over cores (order and positions are kept).",
+    )
     columns: list[ColumnRule] = Field(default_factory=list)
 
 
@@ -228,6 +233,8 @@ class SourceSettings(_Section):
             table = rule.column.rsplit(".", 1)[0]
             if table not in self.tables:
                 raise ValueError(f"capture.columns: {rule.column!r} is not a column of a captured table ({', '.join(self.tables)})")
+        if self.kind != "postgres" and self.capture.workers != 1:
+            raise ValueError("capture.workers: only the PostgreSQL connector encodes on worker processes; leave it at 1")
         return self
 
     def dsn(self) -> str:

@@ -25,10 +25,8 @@ import logging
 import os
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import faust
@@ -36,6 +34,7 @@ import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from simpul.config import ConfigError, SimpulConfig
+from simpul.failures import failure_site
 from simpul.metrics import LabelledChildren
 from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
 from simpul.schemas.wire import SchemaRegistrar
@@ -144,7 +143,7 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
             dead_letter(dead_letter_reason(exc), message, orjson.dumps(item))
             return
         except Exception as exc:  # noqa: BLE001 - one bad change must not stop every citizen's updates
-            log.error("resolver failed on a change in %s[%d]@%d: %s", message.topic, message.partition, message.offset, _stack(exc))
+            log.error("resolver failed on a change in %s[%d]@%d: %s", message.topic, message.partition, message.offset, failure_site(exc))
             dead_letter(f"internal error: {type(exc).__name__}", message, orjson.dumps(item))
             return
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
@@ -265,15 +264,11 @@ def exit_on_failure(role: str) -> Iterator[None]:
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - whatever it was, the stage cannot go on without a restart
-        log.critical("%s stopped on %s; exiting so that it restarts from its committed state", role, _stack(exc))
+        log.critical("%s stopped on %s; exiting so that it restarts from its committed state", role, failure_site(exc))
         logging.shutdown()
         os._exit(70)
 
 
-def _stack(exc: BaseException) -> str:
-    """The exception's type and where it was raised, without its message, which may quote a value."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{type(exc).__name__} at " + " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames[-6:]))
 
 
 

@@ -53,16 +53,22 @@ ALTER TABLE public.keluarga REPLICA IDENTITY FULL;
 """
 
 
+# Tests marked with this run twice: rows encoded in the connector's process, and on two worker
+# processes (``capture.workers``), which must change nothing a consumer sees.
+BOTH_ENCODINGS = pytest.mark.parametrize("pg", [1, 2], indirect=True, ids=["inline", "2-workers"])
+
+
 @pytest.fixture
-def pg(agency_config: SimpulConfig, unique_name: str) -> tuple[SimpulConfig, SourceSettings]:
-    """A config with one PostgreSQL source of this test's own: a fresh database with two tables."""
+def pg(agency_config: SimpulConfig, unique_name: str, request: pytest.FixtureRequest) -> tuple[SimpulConfig, SourceSettings]:
+    """A config with one PostgreSQL source of this test's own: a fresh database with two tables
+    (``request.param``: its encoding workers, 1 unless parametrized)."""
     base = agency_config.source("disdukcapil")
     source = base.model_copy(
         update={
             "name": unique_name,
             "topic_prefix": unique_name,
             "tables": ["public.orang", "public.keluarga"],
-            "capture": CaptureSettings(heartbeat_interval_ms=200),
+            "capture": CaptureSettings(heartbeat_interval_ms=200, workers=getattr(request, "param", 1)),
         }
     )
     with psycopg.connect(source.dsn(), autocommit=True) as conn:
@@ -86,6 +92,7 @@ def _values(records):
     return [r.value for r in records if r.value is not None]
 
 
+@BOTH_ENCODINGS
 def test_snapshot_then_stream_with_concurrent_writes(pg, read_topic) -> None:
     config, source = pg
     with psycopg.connect(source.dsn(), autocommit=True) as conn:
@@ -114,6 +121,7 @@ def test_snapshot_then_stream_with_concurrent_writes(pg, read_topic) -> None:
     assert [v["source"]["snapshot"] for v in _values(records) if v["source"]["snapshot"] == "last"] == ["last"]
 
 
+@BOTH_ENCODINGS
 def test_changes_keys_transactions_and_types(pg, read_topic) -> None:
     config, source = pg
     with running(config, source):
@@ -163,6 +171,7 @@ def test_changes_keys_transactions_and_types(pg, read_topic) -> None:
     assert len(set(same_tx)) == 1, "the two tables' rows of one transaction carry one txId"
 
 
+@BOTH_ENCODINGS
 def test_schema_change_mid_stream(pg, read_topic) -> None:
     config, source = pg
     topic = f"{source.topic_prefix}.public.orang"
@@ -187,6 +196,7 @@ def test_schema_change_mid_stream(pg, read_topic) -> None:
         assert len(json.load(response)) == 2
 
 
+@BOTH_ENCODINGS
 def test_incompatible_change_goes_to_the_dead_letter_topic(pg) -> None:
     from confluent_kafka import Consumer
 
@@ -230,6 +240,28 @@ def test_idle_database_heartbeats_and_the_slot_advances(pg, read_topic, stack_co
     assert len(beats) >= 2 and beats[0].key == {"serverName": source.topic_prefix}
 
 
+def _children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children."""
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def _wait_gone(pids: list[int], timeout: float) -> None:
+    """Wait until none of ``pids`` runs any more (zombies count as gone); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                    running = stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                running = False
+            if not running:
+                break
+            assert time.monotonic() < deadline, f"process {pid} outlived its killed connector"
+            time.sleep(0.1)
+
+
 def _every_id_arrived(ids: set[int]) -> Callable[[list[Record]], bool]:
     """A ``read_topic`` condition: an event has arrived for each row id of ``ids``.
 
@@ -247,6 +279,7 @@ def _every_id_arrived(ids: set[int]) -> Callable[[list[Record]], bool]:
     return arrived
 
 
+@BOTH_ENCODINGS
 def test_kill_9_then_restart_loses_nothing(pg, read_topic, tmp_path: Path) -> None:
     config, source = pg
     # the connector serves its metrics on port + 10 + its index
@@ -275,8 +308,11 @@ def test_kill_9_then_restart_loses_nothing(pg, read_topic, tmp_path: Path) -> No
         for _ in range(3):
             connector = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(rng.uniform(2.0, 4.0))
+            children = _children(connector.pid)
             connector.send_signal(signal.SIGKILL)
             connector.wait(10)
+            _wait_gone(children, 10)
+        assert len(children) >= source.capture.workers - 1, "the encoding workers were not running"
     finally:
         stop.set()
         thread.join()

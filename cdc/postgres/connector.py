@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,32 +22,15 @@ import psycopg
 from psycopg import pq, sql
 
 from simpul.cdc import metrics
+from simpul.cdc.encoding_pool import EncodingPool
 from simpul.cdc.errors import ConnectorError
 from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.offsets import OffsetStore
 from simpul.cdc.postgres import catalog
-from simpul.cdc.postgres.events import (
-    Event,
-    SourcePosition,
-    change_events,
-    pg_commit_time_us,
-    read_event,
-    source_block,
-    truncate_event,
-)
-from simpul.cdc.postgres.pgoutput import (
-    Begin,
-    Commit,
-    Delete,
-    Insert,
-    PgOutputDecoder,
-    Relation,
-    Truncate,
-    Update,
-    format_lsn,
-    parse_lsn,
-)
+from simpul.cdc.postgres.events import pg_commit_time_us
+from simpul.cdc.postgres.pgoutput import Begin, Commit, PgOutputDecoder, Relation, format_lsn, parse_lsn
 from simpul.cdc.postgres.replication import ReplicationStream
+from simpul.cdc.postgres.row_encoder import ROW_MESSAGE_KINDS, RowEncoder, RowMessage, RowOutcome, TableDescription
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
 from simpul.cdc.publisher import DeadLetter, EventPublisher, IncompatibleSchema
 from simpul.cdc.transforms import ColumnTransforms
@@ -61,6 +45,11 @@ READ_WAIT_S = 0.01
 OFFSET_SAVE_EVERY_S = 1.0
 SLOT_LAG_EVERY_S = 5.0
 SNAPSHOT_FETCH_ROWS = 5_000
+# Rows per call to the encoding pool (at most; a batch goes once its first row has waited
+# POOL_BATCH_WAIT_S), and calls in flight per worker before the connector waits.
+POOL_BATCH_ROWS = 500
+POOL_BATCH_WAIT_S = 0.005
+POOL_MAX_OUTSTANDING = 4
 SESSION_SETTINGS = "SET TimeZone = 'UTC'; SET bytea_output = 'hex'; SET IntervalStyle = 'postgres'; SET DateStyle = 'ISO, YMD'"
 
 
@@ -69,6 +58,15 @@ class _Transaction:
     xid: int | None = None
     commit_time_us: int = 0
     events: int = 0
+
+
+@dataclass
+class _Batch:
+    """Rows on their way to the encoding pool, and the checkpoints among them: (rows before it, position)."""
+
+    rows: list[RowMessage] = field(default_factory=list)
+    checkpoints: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    opened: float = 0.0  # when its first row came (monotonic)
 
 
 @dataclass
@@ -97,7 +95,9 @@ class PostgresConnector:
         self.transforms = ColumnTransforms(source.capture.columns, f"sources.{source.name}")
         self.topics = {table: f"{source.topic_prefix}.{table}" for table in source.tables}
         self.schemas: dict[int, tuple[Relation, TableSchema]] = {}
-        self._snapshot_sources: dict[tuple[int, str], tuple[TableSchema, SourcePosition, dict[str, Any]]] = {}
+        self.pool: EncodingPool | None = None
+        # Calls to the pool in submission order: (whether the pool has its result, checkpoints).
+        self._submitted: deque[tuple[bool, list[tuple[int, dict[str, Any]]]]] = deque()
         self.publisher = EventPublisher(config, source)
         self.offsets = OffsetStore(config)
         self.decoder = PgOutputDecoder()
@@ -110,6 +110,7 @@ class PostgresConnector:
     def run(self) -> None:
         """Snapshot if the mode asks for it, then stream until shutdown; reconnects after outages."""
         backoff = 0.5
+        self.pool = EncodingPool(self.source.name, RowEncoder, (self.source,), self.source.capture.workers)
         try:
             while not self.shutdown.requested:
                 try:
@@ -122,6 +123,7 @@ class PostgresConnector:
                     backoff = min(backoff * 2, 30)
         finally:
             metrics.CONNECTED.labels(self.source.name).set(0)
+            self.pool.close()
             self.publisher.close()
             self.offsets.close()
 
@@ -188,20 +190,26 @@ class PostgresConnector:
             conn.execute(SESSION_SETTINGS)
             conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot_name)))
             counts = {t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*catalog.split_table(t)))).fetchone()[0] for t in self.source.tables}
-            held: tuple[TableSchema, tuple[str | None, ...]] | None = None
+            # One row is held back so that the very last one can say snapshot=last.
+            held: tuple[int, int, tuple[str | None, ...]] | None = None
             with progress(f"snapshot {name}", sum(counts.values())) as tracker:
                 for done, table in enumerate(self.source.tables):
                     schema = self._schema_for(conn, catalog.table_relation(conn, table))
+                    oid = schema.relation.oid
+                    # Every row of a table shares one source block: the snapshot's position, and
+                    # the time its reading of the table began.
+                    started_us = _now_us()
                     rows_scanned = metrics.SNAPSHOT_ROWS.labels(name, table)
                     columns = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in schema.relation.columns)
                     with conn.cursor(name=f"simpul_snapshot_{done}") as cursor:
                         cursor.execute(sql.SQL("SELECT {} FROM {}").format(columns, sql.Identifier(*catalog.split_table(table))))
                         while rows := cursor.fetchmany(SNAPSHOT_FETCH_ROWS):
-                            for values in rows:
-                                # One row is held back so that the very last one can say snapshot=last.
-                                if held is not None:
-                                    self._publish_read(*held, lsn, "true")
-                                held = (schema, values)
+                            if held is not None:
+                                self._submit(_Batch(), "reads", held[0], held[1], lsn, "true", [held[2]])
+                            for at in range(0, len(rows) - 1, POOL_BATCH_ROWS):
+                                self._submit(_Batch(), "reads", oid, started_us, lsn, "true", rows[at : min(at + POOL_BATCH_ROWS, len(rows) - 1)])
+                            held = (oid, started_us, rows[-1])
+                            self._produce_ready(wait=False)
                             tracker.advance(len(rows))
                             rows_scanned.inc(len(rows))
                             self.publisher.poll(0)
@@ -209,23 +217,12 @@ class PostgresConnector:
                                 raise ConnectorError(f"{name}: stopped during the snapshot; it runs again at the next start")
                     metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(self.source.tables) - done - 1)
             if held is not None:
-                self._publish_read(*held, lsn, "last")
+                self._submit(_Batch(), "reads", held[0], held[1], lsn, "last", [held[2]])
+        self._produce_ready(wait=True)
         self.publisher.flush(300)
         self._save_offset(lsn)
         metrics.SNAPSHOT_RUNNING.labels(name).set(0)
         log.info("%s: snapshot of %d rows done in %.1fs", name, sum(counts.values()), time.monotonic() - started)
-
-    def _publish_read(self, schema: TableSchema, values: tuple[str | None, ...], lsn: int, marker: str) -> None:
-        # Every row of a table read by the snapshot shares one source block (the snapshot's
-        # position, and the time its reading of the table began), built once.
-        cached = self._snapshot_sources.get((id(schema), marker))
-        if cached is None or cached[0] is not schema:
-            position = SourcePosition(lsn, None, _now_us(), None, marker)
-            cached = (schema, position, source_block(self.source.topic_prefix, self.source.database, schema, position))
-            self._snapshot_sources[(id(schema), marker)] = cached
-        _, position, source = cached
-        transform = self.transforms.for_table(schema.relation.qualified_name)
-        self._emit(schema, position, values, lambda: [read_event(schema, transform, values, source, _now_us())])
 
     # --- streaming -------------------------------------------------------------------------------
 
@@ -237,22 +234,36 @@ class PostgresConnector:
         try:
             while not self.shutdown.requested:
                 received = 0
+                batch = _Batch()
                 for lsn, data in stream.read(self.source.capture.max_batch_events, READ_WAIT_S):
                     received += 1
-                    self._handle(self.decoder.decode(data), lsn, transaction, admin)
+                    if data[0] in ROW_MESSAGE_KINDS:
+                        if not batch.rows:
+                            batch.opened = time.monotonic()
+                        batch.rows.append((lsn, data, transaction.xid, transaction.commit_time_us, self.progress.last_committed_lsn, transaction.events == 0))
+                        transaction.events += 1
+                        if len(batch.rows) >= POOL_BATCH_ROWS or time.monotonic() - batch.opened >= POOL_BATCH_WAIT_S:
+                            batch = self._submit(batch, "changes", batch.rows)
+                            self._produce_ready(wait=False)
+                    else:
+                        batch = self._handle(self.decoder.decode(data), transaction, batch, admin)
                     if received % 1_000 == 0:
+                        self._produce_ready(wait=False)
                         self.publisher.poll(0)
                         if self.shutdown.requested:
                             break
-                self.publisher.poll(0.001 if self.publisher.in_flight else 0)
+                self._submit(batch, "changes", batch.rows)
+                self._produce_ready(wait=False)
+                self.publisher.poll(0.001 if self.publisher.in_flight or self.pool.outstanding else 0)
                 self._confirm(stream)
-                if received == 0 and transaction.xid is None and self.publisher.in_flight == 0:
+                if received == 0 and transaction.xid is None and not self._submitted and self.publisher.in_flight == 0:
                     # Between transactions with everything acknowledged, nothing before the
                     # server's WAL end concerns this slot: confirming it lets an idle or filtered
                     # database's slot advance, so WAL does not pile up.
                     stream.confirm(stream.server_wal_end)
                     self._maybe_heartbeat()
                 self._maybe_report_lag(admin)
+            self._produce_ready(wait=True)
             self.publisher.flush(60)
             self._confirm(stream)
         finally:
@@ -268,36 +279,28 @@ class PostgresConnector:
             self._save_offset(confirmed["lsn"])
             self.progress.last_saved = now
 
-    def _handle(self, message: Any, lsn: int, tx: _Transaction, catalog_conn: psycopg.Connection[Any]) -> None:
+    def _handle(self, message: Any, tx: _Transaction, batch: _Batch, catalog_conn: psycopg.Connection[Any]) -> _Batch:
+        """Apply a message other than a row change; returns the batch rows go on collecting in."""
         if isinstance(message, Begin):
             tx.xid, tx.commit_time_us, tx.events = message.xid, pg_commit_time_us(message.commit_time_us), 0
         elif isinstance(message, Commit):
-            self.publisher.checkpoint({"lsn": message.end_lsn, "txId": tx.xid})
+            batch.checkpoints.append((len(batch.rows), {"lsn": message.end_lsn, "txId": tx.xid}))
             tx.xid = None
             self.progress.last_committed_lsn = message.commit_lsn
             metrics.TRANSACTIONS.labels(self.source.name).inc()
         elif isinstance(message, Relation):
+            # Rows before the new description must be decoded with the old one: they go first.
+            batch = self._submit(batch, "changes", batch.rows)
             self._schema_for(catalog_conn, message)
-        elif isinstance(message, (Insert, Update, Delete)):
-            schema = self._schema_for(catalog_conn, message.relation)
-            position = SourcePosition(lsn, tx.xid, tx.commit_time_us, self.progress.last_committed_lsn)
-            source = source_block(self.source.topic_prefix, self.source.database, schema, position)
-            transform = self.transforms.for_table(schema.relation.qualified_name)
-            raw = message.new if isinstance(message, (Insert, Update)) else message.old
-            self._emit(schema, position, raw, lambda: change_events(schema, transform, message, source, _now_us()), timed=tx.events == 0)
-            tx.events += 1
-        elif isinstance(message, Truncate):
-            for relation in message.relations:
-                schema = self._schema_for(catalog_conn, relation)
-                position = SourcePosition(lsn, tx.xid, tx.commit_time_us, self.progress.last_committed_lsn)
-                source = source_block(self.source.topic_prefix, self.source.database, schema, position)
-                self._emit(schema, position, None, lambda: [truncate_event(source, _now_us())])
+        return batch
 
     def _schema_for(self, conn: psycopg.Connection[Any], described: Relation) -> TableSchema:
-        """The Avro schemas of a table as ``described`` at this point of the log.
+        """The Avro schemas of a table as ``described`` at this point of the log, registered, and
+        the encoding workers told about them.
 
         Built once per description: the decoder hands out a new Relation object only when the
-        server describes the table again (first use in a session, or after ALTER TABLE).
+        server describes the table again (first use in a session, or after ALTER TABLE). A schema
+        the registry refuses sets the table's rows aside until the next description.
         """
         cached = self.schemas.get(described.oid)
         if cached is not None and cached[0] is described:
@@ -307,34 +310,54 @@ class PostgresConnector:
         enums = catalog.enum_labels(conn, user_types) if user_types else None
         transform = self.transforms.for_table(relation.qualified_name)
         schema = build_table_schema(self.topics[relation.qualified_name], relation, enums, transform)
+        key_id = value_id = refused = None
+        try:
+            key_id = self.publisher.encoder(schema.topic, schema.key, True).schema_id if schema.key is not None else None
+            value_id = self.publisher.encoder(schema.topic, schema.envelope, False).schema_id
+        except IncompatibleSchema as exc:
+            refused = str(exc)
+            log.warning("%s: the registry refused the new schema of %s; its rows go to the dead letters", self.source.name, relation.qualified_name)
+        self.pool.broadcast("describe", TableDescription(described, relation, enums, key_id, value_id, refused))
         self.schemas[described.oid] = (described, schema)
         return schema
 
-    def _emit(self, schema: TableSchema, position: SourcePosition, raw: Any, build: Any, timed: bool = False) -> None:
-        """Publish the events ``build`` makes; a row that cannot become Avro goes to the dead letters.
+    # --- producing, in log order -----------------------------------------------------------------
 
-        ``timed``: observe this event's commit-to-acknowledgement lag (once per transaction is
-        enough for the metric, and a histogram observation per event costs as much as a row).
-        """
-        table = schema.relation.qualified_name
-        commit_ms = position.commit_time_us // 1000 if timed else None
-        try:
-            events: list[Event] = build()
-            for event in events:
-                self.publisher.publish(schema.topic, schema.key, event.key, schema.envelope, event.envelope, table, event.op, commit_ms)
-        except IncompatibleSchema as exc:
-            self._dead_letter("incompatible_schema", str(exc), schema, position, raw)
-        except (ValueError, TypeError, OverflowError, KeyError) as exc:
-            self._dead_letter("encode_error", f"{type(exc).__name__}: {exc}", schema, position, raw)
+    def _submit(self, batch: _Batch, method: str, *args: Any) -> _Batch:
+        """Hand ``batch``'s rows to the encoding pool (``method(*args)``) and queue its
+        checkpoints behind them; returns a new, empty batch."""
+        if batch.rows or method == "reads":
+            self.pool.submit(method, *args)
+            self._submitted.append((True, batch.checkpoints))
+        elif batch.checkpoints:
+            self._submitted.append((False, batch.checkpoints))
+        while self.pool.outstanding > POOL_MAX_OUTSTANDING * self.pool.workers:
+            self._produce_next()
+        return _Batch()
 
-    def _dead_letter(self, reason: str, message: str, schema: TableSchema, position: SourcePosition, raw: Any) -> None:
-        table = schema.relation.qualified_name
-        transform = self.transforms.for_table(table)
-        row = None
-        if raw is not None:
-            row = transform.row({c.name: (v if isinstance(v, (str, bytes)) or v is None else repr(v)) for c, v in zip(schema.relation.columns, raw)})
-        log.warning("%s: a row of %s set aside (%s) at %s", self.source.name, table, reason, format_lsn(position.lsn))
-        self.publisher.dead_letter(DeadLetter(reason, message, table, position.offset(), None, row))
+    def _produce_ready(self, wait: bool) -> None:
+        """Produce every submitted batch whose encoding is done (``wait``: every one, waiting)."""
+        while self._submitted and (wait or not self._submitted[0][0] or self.pool.ready()):
+            self._produce_next()
+
+    def _produce_next(self) -> None:
+        submitted, checkpoints = self._submitted.popleft()
+        outcomes: list[RowOutcome] = self.pool.next_result() if submitted else []
+        marks = iter(checkpoints)
+        mark = next(marks, None)
+        for index, outcome in enumerate(outcomes):
+            while mark is not None and mark[0] <= index:
+                self.publisher.checkpoint(mark[1])
+                mark = next(marks, None)
+            for item in outcome:
+                if isinstance(item, DeadLetter):
+                    log.warning("%s: a row of %s set aside (%s) at %s", self.source.name, item.table, item.reason, item.position.get("lsn_text"))
+                    self.publisher.dead_letter(item)
+                else:
+                    self.publisher.publish_encoded(*item)
+        while mark is not None:
+            self.publisher.checkpoint(mark[1])
+            mark = next(marks, None)
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()
