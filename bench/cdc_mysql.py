@@ -1,6 +1,6 @@
 """Benchmark of the MySQL/MariaDB connector on the table of the published Debezium/Sequin comparison.
 
-    .venv/bin/python -m bench.cdc_mysql [--config simpul.yaml] [--rows 1000000] [--rate 10000] [--seconds 30] [--writers 4]
+    .venv/bin/python -m bench.cdc_mysql [--config simpul.yaml] [--rows 1000000] [--rate 10000] [--seconds 30] [--writers 4] [--workers 2]
 
 Figures (printed, and written to ``bench/results/cdc_mysql.json``):
 - ``snapshot_rows_per_s``: initial snapshot of ``--rows`` rows into acknowledged Kafka, timed from
@@ -19,7 +19,7 @@ Figures (printed, and written to ``bench/results/cdc_mysql.json``):
   ``LAST_INSERT_ID()`` and row count; events by their Avro key ``{id}``). Updates and deletes are
   part of the load but not of the latency sample, as their rows carry no commit time of their own;
 - ``connector_rss_mb_max``: the connector's largest resident memory while it streams one
-  transaction of ``--rows`` inserted rows;
+  transaction of ``--rows`` inserted rows, its encoding workers' (``--workers``) included;
 - ``sigterm_stop_s``: how long the streaming connector takes to stop cleanly on SIGTERM.
 The database (a database of its own on the MariaDB of the config's mysql source, dropped
 afterwards, with its topics), Kafka and the connector share this machine.
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="row operations/s of the latency phase")
     parser.add_argument("--seconds", type=int, default=30)
     parser.add_argument("--writers", type=int, default=4, help="writer processes, each with its own connection")
+    parser.add_argument("--workers", type=int, default=2, help="the connector's encoding workers (capture.workers)")
     args = parser.parse_args()
 
     base = load_config(args.config)
@@ -163,7 +164,7 @@ def main() -> None:
     os.environ[f"SIMPUL_{name.upper()}_DSN"] = dsn
     source = template.model_copy(update={
         "name": name, "topic_prefix": name, "database": name, "dsn_env": f"SIMPUL_{name.upper()}_DSN",
-        "tables": [f"{name}.bench"], "capture": CaptureSettings(max_batch_events=20_000),
+        "tables": [f"{name}.bench"], "capture": CaptureSettings(max_batch_events=20_000, workers=args.workers),
     })
     config = base.model_copy(update={"sources": [source]})
     topic = f"{name}.{name}.bench"
@@ -180,6 +181,7 @@ def main() -> None:
     figures: dict[str, object] = {
         "server": f"MariaDB {version.split('-')[0]} (ROW binlog, innodb_flush_log_at_trx_commit={flush_log}, sync_binlog={sync_binlog}), "
                   f"Kafka {base.stack.kafka.version} single broker, all on this {os.cpu_count()}-core machine",
+        "connector_workers": args.workers,
     }
     try:
         db = pymysql.connect(**{**params, "autocommit": True})

@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from simpul.cdc.errors import ConnectorError
+from simpul.cdc.publisher import DeadLetter, EventPublisher
 from simpul.failures import failure_site
 
 log = logging.getLogger(__name__)
@@ -169,3 +170,70 @@ def _serve(factory: Callable[..., Any], args: tuple[Any, ...], inbox: Any, resul
                 results.send(result)
     except Exception as exc:  # noqa: BLE001 - reported to the connector, which stops and restarts
         results.send(_Failure(failure_site(exc)))
+
+
+class PooledPublishing:
+    """Batches handed to an :class:`EncodingPool`, published in submission order with the
+    checkpoints that fall between their rows.
+
+    A submitted call returns one outcome per input row: a list whose items are encoded events
+    ``(topic, key, value, table, op, commit_ms)``, :class:`DeadLetter`\\ s, or anything else,
+    which goes to ``on_other`` (a connector's data-quality notes). A checkpoint ``(n, position)``
+    of a batch is marked after its first ``n`` rows are published, so the publisher confirms a
+    position only once everything before it is acknowledged.
+    """
+
+    def __init__(
+        self, pool: EncodingPool, publisher: EventPublisher, max_outstanding: int = 4, on_other: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.max_outstanding = max_outstanding * pool.workers
+        self.on_other = on_other
+        # Per call in submission order: whether the pool has a result for it, and its checkpoints.
+        self._submitted: deque[tuple[bool, list[tuple[int, Any]]]] = deque()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing submitted waits to be published."""
+        return not self._submitted
+
+    def submit(self, checkpoints: list[tuple[int, Any]], method: str, *args: Any) -> None:
+        """Call ``method(*args)`` on the pool; its outcomes and ``checkpoints`` publish in turn.
+        Waits (publishing) while too many calls are outstanding: memory stays bounded."""
+        self.pool.submit(method, *args)
+        self._submitted.append((True, checkpoints))
+        while self.pool.outstanding > self.max_outstanding:
+            self._publish_next()
+
+    def mark(self, checkpoints: list[tuple[int, Any]]) -> None:
+        """Checkpoints with no rows of their own, marked once everything submitted before is published."""
+        if checkpoints:
+            self._submitted.append((False, checkpoints))
+
+    def publish_ready(self, wait: bool = False) -> None:
+        """Publish every submitted call whose result is in (``wait``: every one, waiting for them)."""
+        while self._submitted and (wait or not self._submitted[0][0] or self.pool.ready()):
+            self._publish_next()
+
+    def _publish_next(self) -> None:
+        submitted, checkpoints = self._submitted.popleft()
+        outcomes: list[list[Any]] = self.pool.next_result() if submitted else []
+        marks = iter(checkpoints)
+        mark = next(marks, None)
+        publisher = self.publisher
+        for index, outcome in enumerate(outcomes):
+            while mark is not None and mark[0] <= index:
+                publisher.checkpoint(mark[1])
+                mark = next(marks, None)
+            for item in outcome:
+                if type(item) is tuple:
+                    publisher.publish_encoded(*item)
+                elif isinstance(item, DeadLetter):
+                    log.warning("%s: a row of %s set aside (%s) at %s", self.pool.name, item.table, item.reason, item.position)
+                    publisher.dead_letter(item)
+                elif self.on_other is not None:
+                    self.on_other(item)
+        while mark is not None:
+            publisher.checkpoint(mark[1])
+            mark = next(marks, None)

@@ -146,8 +146,8 @@ class CaptureSettings(_Section):
     max_batch_events: int = Field(10_000, ge=1, le=1_000_000)
     workers: int = Field(
         1, ge=1, le=16,
-        description="PostgreSQL: processes that decode and encode rows. 1 does it in the connector's own process; "
-        "more spread a busy source over cores (order and positions are kept).",
+        description="Processes that convert and encode rows (PostgreSQL: decode too). 1 does it in the connector's "
+        "own process; more spread a busy source over cores (order and positions are kept).",
     )
     columns: list[ColumnRule] = Field(default_factory=list)
 
@@ -233,8 +233,6 @@ class SourceSettings(_Section):
             table = rule.column.rsplit(".", 1)[0]
             if table not in self.tables:
                 raise ValueError(f"capture.columns: {rule.column!r} is not a column of a captured table ({', '.join(self.tables)})")
-        if self.kind != "postgres" and self.capture.workers != 1:
-            raise ValueError("capture.workers: only the PostgreSQL connector encodes on worker processes; leave it at 1")
         return self
 
     def dsn(self) -> str:

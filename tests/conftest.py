@@ -140,3 +140,25 @@ def read_topic(stack_config: SimpulConfig) -> Callable[..., list[Record]]:
         return records
 
     return read
+
+
+def child_pids(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children."""
+    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
+        return [int(child) for child in listing.read().split()]
+
+
+def wait_gone(pids: list[int], timeout: float) -> None:
+    """Wait until none of ``pids`` runs any more (zombies count as gone); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+                    running = stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            except FileNotFoundError:
+                running = False
+            if not running:
+                break
+            assert time.monotonic() < deadline, f"process {pid} outlived its killed connector"
+            time.sleep(0.1)

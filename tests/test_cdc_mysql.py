@@ -23,7 +23,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from conftest import in_thread
+from conftest import child_pids, in_thread, wait_gone
 from simpul.cdc import metrics
 from simpul.cdc.mysql.connector import run_mysql_connector
 from simpul.cdc.offsets import OffsetStore
@@ -35,6 +35,9 @@ from simpul.shutdown import Shutdown
 pytestmark = pytest.mark.stack
 
 Event = tuple[str, Any, Any]  # topic, key, value (None: tombstone)
+# Tests marked with this run twice: rows encoded in the connector's process, and on two worker
+# processes (``capture.workers``), which must change nothing a consumer sees.
+BOTH_ENCODINGS = pytest.mark.parametrize("workers", [1, 2], ids=["inline", "2-workers"])
 
 
 def _source(config: SimpulConfig, name: str, tables: list[str], **capture: Any) -> tuple[SimpulConfig, SourceSettings]:
@@ -94,8 +97,9 @@ class Reader:
         self.consumer.close()
 
 
-def test_snapshot_hand_off_changes_and_restart(agency_config: SimpulConfig, unique_name: str, caplog: pytest.LogCaptureFixture) -> None:
-    config, source = _source(agency_config, unique_name, ["orang"])
+@BOTH_ENCODINGS
+def test_snapshot_hand_off_changes_and_restart(agency_config: SimpulConfig, unique_name: str, caplog: pytest.LogCaptureFixture, workers: int) -> None:
+    config, source = _source(agency_config, unique_name, ["orang"], workers=workers)
     topic = f"{unique_name}.{source.database}.orang"
     _sql(source, "CREATE TABLE orang (id INT PRIMARY KEY, nama VARCHAR(50) NOT NULL) ENGINE=InnoDB",
          "INSERT INTO orang (id, nama) SELECT seq, CONCAT('orang ', seq) FROM seq_1_to_20000")
@@ -227,11 +231,12 @@ LEGACY_AFTER = {
 }
 
 
-def test_legacy_types_dead_letters_and_schema_change(agency_config: SimpulConfig, unique_name: str) -> None:
+@BOTH_ENCODINGS
+def test_legacy_types_dead_letters_and_schema_change(agency_config: SimpulConfig, unique_name: str, workers: int) -> None:
     database = next(s for s in agency_config.sources if s.kind == "mysql").database
     # a column rule: the photo never leaves the agency, not even in a dead letter
     rules = [ColumnRule(column=f"{database}.legacy.foto", action="exclude")]
-    config, source = _source(agency_config, unique_name, ["legacy"], columns=rules)
+    config, source = _source(agency_config, unique_name, ["legacy"], columns=rules, workers=workers)
     topic = f"{unique_name}.{source.database}.legacy"
     dlq = dead_letter_topic(source)
     session = "SET SESSION sql_mode = '', time_zone = '+00:00'"
@@ -294,8 +299,9 @@ def _spawn(config: SimpulConfig) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_kill_9_mid_stream_then_restart_loses_no_committed_row(agency_config: SimpulConfig, unique_name: str) -> None:
-    config, source = _source(agency_config, unique_name, ["orang"])
+@BOTH_ENCODINGS
+def test_kill_9_mid_stream_then_restart_loses_no_committed_row(agency_config: SimpulConfig, unique_name: str, workers: int) -> None:
+    config, source = _source(agency_config, unique_name, ["orang"], workers=workers)
     topic = f"{unique_name}.{source.database}.orang"
     _sql(source, "CREATE TABLE orang (id INT PRIMARY KEY, nama VARCHAR(50) NOT NULL) ENGINE=InnoDB", "INSERT INTO orang VALUES (1, 'awal')")
     committed: list[int] = []
@@ -321,8 +327,11 @@ def test_kill_9_mid_stream_then_restart_loses_no_committed_row(agency_config: Si
         assert snapshot[2]["op"] == "r" and snapshot[2]["after"]["id"] == 1
         writing.start()
         time.sleep(2)
+        children = child_pids(first.pid)
         first.kill()  # kill -9: no flush, no offset saved on the way out
         first.wait(10)
+        wait_gone(children, 10)
+        assert len(children) >= workers - 1, "the encoding workers were not running"
         time.sleep(0.5)
         second = _spawn(config)
         try:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import Record, in_thread
+from conftest import Record, child_pids, in_thread, wait_gone
 from simpul.cdc.postgres.connector import PostgresConnector
 from simpul.cdc.publisher import dead_letter_topic, heartbeat_topic
 from simpul.config import CaptureSettings, SimpulConfig, SourceSettings, write_config
@@ -240,28 +240,6 @@ def test_idle_database_heartbeats_and_the_slot_advances(pg, read_topic, stack_co
     assert len(beats) >= 2 and beats[0].key == {"serverName": source.topic_prefix}
 
 
-def _children(pid: int) -> list[int]:
-    """The process ids of ``pid``'s children."""
-    with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as listing:
-        return [int(child) for child in listing.read().split()]
-
-
-def _wait_gone(pids: list[int], timeout: float) -> None:
-    """Wait until none of ``pids`` runs any more (zombies count as gone); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while True:
-            try:
-                with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-                    running = stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-            except FileNotFoundError:
-                running = False
-            if not running:
-                break
-            assert time.monotonic() < deadline, f"process {pid} outlived its killed connector"
-            time.sleep(0.1)
-
-
 def _every_id_arrived(ids: set[int]) -> Callable[[list[Record]], bool]:
     """A ``read_topic`` condition: an event has arrived for each row id of ``ids``.
 
@@ -308,10 +286,10 @@ def test_kill_9_then_restart_loses_nothing(pg, read_topic, tmp_path: Path) -> No
         for _ in range(3):
             connector = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(rng.uniform(2.0, 4.0))
-            children = _children(connector.pid)
+            children = child_pids(connector.pid)
             connector.send_signal(signal.SIGKILL)
             connector.wait(10)
-            _wait_gone(children, 10)
+            wait_gone(children, 10)
         assert len(children) >= source.capture.workers - 1, "the encoding workers were not running"
     finally:
         stop.set()

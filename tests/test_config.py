@@ -52,7 +52,6 @@ def test_test_config_is_valid_and_apart_from_the_main_one() -> None:
         (lambda c: c["sources"][3]["feedback"].update(fields=["nik", "religion"]), "sources.dinkes.feedback.fields.[1]: Input should be 'nik', 'name'"),
         (lambda c: c["sources"][1]["feedback"].update(topic="feedback for disnaker"), "sources.disnaker.feedback.topic: String should match pattern"),
         (lambda c: c["sources"][1]["feedback"].update(table="Ref-Table"), "sources.disnaker.feedback.table: String should match pattern"),
-        (lambda c: c["sources"][1].setdefault("capture", {}).update(workers=2), "sources.disnaker: capture.workers: only the PostgreSQL connector"),
         (lambda c: c["sources"][0].setdefault("capture", {}).update(workers=0), "sources.disdukcapil.capture.workers: Input should be greater than or equal to 1"),
     ],
 )

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import wait_gone
 from simpul.cdc.encoding_pool import EncodingPool
 from simpul.cdc.errors import ConnectorError
 
@@ -31,14 +32,6 @@ class Tagger:
 
     def die(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -81,7 +74,7 @@ def test_a_worker_killed_mid_call_becomes_a_connector_error_and_close_leaves_no_
             pool.next_result()
     finally:
         pool.close()
-    assert not any(_alive(pid) for pid in pids)
+    wait_gone(pids, 5)
 
 
 def test_ready_says_whether_the_oldest_result_can_be_taken_without_waiting() -> None:

@@ -22,7 +22,8 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from simpul.cdc import metrics
 from simpul.cdc.mysql.catalog import TableInfo, binlog_columns, read_table_info
-from simpul.cdc.mysql.events import EventWriter, SourcePosition
+from simpul.cdc.mysql.events import EventWriter
+from simpul.cdc.mysql.row_encoder import SourcePosition
 from simpul.cdc.mysql.schema import SchemaCache, TableSchema
 from simpul.cdc.mysql.snapshot import BinlogPosition
 from simpul.cdc.offsets import OffsetStore
@@ -36,9 +37,11 @@ log = logging.getLogger(__name__)
 
 _TRUNCATE = re.compile(r"^\s*TRUNCATE\s+(?:TABLE\s+)?(?:`?(\w+)`?\s*\.\s*)?`?(\w+)`?", re.IGNORECASE)
 _DDL = re.compile(r"^\s*(?:/\*.*?\*/\s*)?(ALTER|CREATE|DROP|RENAME)\b", re.IGNORECASE | re.DOTALL)
-# How often acknowledged positions are stored (seconds) and the server heartbeat period (seconds).
+# How often acknowledged positions are stored (seconds) and the server heartbeat period (seconds):
+# the read blocks until an event comes, so an idle server's heartbeat is also when rows still
+# waiting for more go to the encoders (at most this late).
 SAVE_EVERY_S = 1.0
-SERVER_HEARTBEAT_S = 0.5
+SERVER_HEARTBEAT_S = 0.05
 
 
 class BinlogStreamer:
@@ -99,7 +102,11 @@ class BinlogStreamer:
                 event = stream.fetchone()
                 now = time.monotonic()
                 if event is None:
+                    self.writer.send()
                     self.shutdown.wait(0.1)
+                elif isinstance(event, HeartbeatLogEvent):
+                    # The server is idle: whatever waits for more rows goes now.
+                    self.writer.send()
                 elif isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
                     rows_in_transaction += self._rows(event, stream.log_file, gtid)
                     last_activity = now
@@ -114,6 +121,7 @@ class BinlogStreamer:
                     if self._query(event, stream, gtid):
                         rows_in_transaction = self._commit(stream.log_file, event.packet.log_pos, gtid, rows_in_transaction)
                         last_activity = now
+                self.writer.send_if_due()
                 if now - last_save >= SAVE_EVERY_S:
                     self._save()
                     last_save = now
@@ -124,6 +132,7 @@ class BinlogStreamer:
             metrics.CONNECTED.labels(self.source.name).set(0)
             stream.close()
             self._catalog.close()
+        self.writer.publish_all()
         self.publisher.flush()
         self._save()
         log.info("%s: stopped streaming", self.source.name)
@@ -134,7 +143,7 @@ class BinlogStreamer:
             self.offsets.save(self.source.offset_key, confirmed)
 
     def _commit(self, log_file: str, pos: int, gtid: str | None, rows: int) -> int:
-        self.publisher.checkpoint({"file": log_file, "pos": pos, "gtid": gtid, "snapshot_completed": True})
+        self.writer.checkpoint({"file": log_file, "pos": pos, "gtid": gtid, "snapshot_completed": True})
         if rows:
             metrics.TRANSACTIONS.labels(self.source.name).inc()
         self.publisher.poll(0)

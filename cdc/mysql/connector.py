@@ -12,7 +12,9 @@ import logging
 
 from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.mysql.binlog import BinlogStreamer
+from simpul.cdc.encoding_pool import EncodingPool
 from simpul.cdc.mysql.events import EventWriter
+from simpul.cdc.mysql.row_encoder import MysqlRowEncoder
 from simpul.cdc.mysql.schema import SchemaCache
 from simpul.cdc.mysql.snapshot import BinlogPosition, SnapshotInterrupted, current_position, take_snapshot
 from simpul.cdc.offsets import OffsetStore
@@ -46,14 +48,16 @@ class MySqlConnector:
         source = self.source
         publisher = EventPublisher(self.config, source)
         offsets = OffsetStore(self.config)
+        pool = EncodingPool(source.name, MysqlRowEncoder, (source,), source.capture.workers)
         try:
             publisher.ensure_topics([self.schemas.topic(t.split(".", 1)[1]) for t in source.tables])
-            writer = EventWriter(publisher, source)
+            writer = EventWriter(publisher, source, pool)
             start = self._start(publisher, offsets, writer)
             if start is None or source.capture.snapshot_mode == "initial_only" or self.shutdown.requested:
                 return
             BinlogStreamer(source, publisher, offsets, writer, self.schemas, self.transforms, self.shutdown).run(start)
         finally:
+            pool.close()
             publisher.close()
             offsets.close()
 

@@ -1,5 +1,10 @@
 """Turning row images into Debezium events on Kafka, shared by the snapshot and the binlog reader.
 
+:class:`EventWriter` takes row images in log order and registers each table layout's schemas;
+a :class:`~simpul.cdc.mysql.row_encoder.MysqlRowEncoder` (in this process, or on worker processes
+with ``capture.workers`` above 1) converts and encodes them, and the events are published in the
+order the images came, with the binlog checkpoints between them.
+
 Conversion or encoding problems set the row aside on the dead-letter topic and the connector goes
 on; data-quality notes (a zero date became null) count in a metric and log the table and column,
 never a value.
@@ -9,170 +14,124 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from simpul.cdc import metrics
-from simpul.cdc.envelope import DEBEZIUM_VERSION
-from simpul.cdc.mysql.schema import Note, TableSchema
-from simpul.cdc.publisher import DeadLetter, EventPublisher, IncompatibleSchema, PublishError
+from simpul.cdc.encoding_pool import EncodingPool, PooledPublishing
+from simpul.cdc.mysql.row_encoder import QualityNote, RowImage, SourcePosition, TableLayout
+from simpul.cdc.mysql.schema import TableSchema
+from simpul.cdc.publisher import EventPublisher, IncompatibleSchema
 from simpul.config import SourceSettings
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class SourcePosition:
-    """Where a row came from, as Debezium's MySQL ``source`` block states it."""
-
-    file: str
-    pos: int
-    row: int = 0
-    gtid: str | None = None
-    server_id: int = 0
-    ts_ms: int = 0
-    snapshot: str = "false"
-    thread: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The position for a dead letter."""
-        return {"file": self.file, "pos": self.pos, "row": self.row, "gtid": self.gtid}
+# Row images per call to the encoding pool (at most), how long the first may wait for more, and
+# calls in flight per worker before the writer waits.
+BATCH_ROWS = 500
+BATCH_WAIT_S = 0.005
+MAX_OUTSTANDING = 4
 
 
 class EventWriter:
-    """Publishes a table's row changes as Debezium events (``r``/``c``/``u``/``d``/``t``)."""
+    """Publishes row changes as Debezium events (``r``/``c``/``u``/``d``/``t``), in the order given."""
 
-    def __init__(self, publisher: EventPublisher, source: SourceSettings) -> None:
+    def __init__(self, publisher: EventPublisher, source: SourceSettings, pool: EncodingPool) -> None:
         self.publisher = publisher
         self.source = source
+        self.pool = pool
+        self.output = PooledPublishing(pool, publisher, MAX_OUTSTANDING, on_other=self._note)
+        self._layouts: dict[int, TableSchema] = {}
+        self._images: list[RowImage] = []
+        self._checkpoints: list[tuple[int, dict[str, Any]]] = []
+        self._opened = 0.0
         self._noted: set[tuple[str, str, str]] = set()
-        self._last_source: tuple[SourcePosition, TableSchema, dict[str, Any]] | None = None
 
-    def read(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition) -> None:
-        """A snapshot row (``op: r``)."""
-        self._emit(schema, "r", None, row, where)
+    # --- row images, in log order ----------------------------------------------------------------
+
+    def reads(self, schema: TableSchema, names: tuple[str, ...], rows: list[tuple[Any, ...]], where: SourcePosition) -> None:
+        """Snapshot rows (``op: r``), value tuples in ``names`` order, all at ``where``."""
+        ref = self._layout(schema)
+        self.send()
+        self.output.submit([], "reads", ref, names, rows, where)
 
     def insert(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
         """A created row (``op: c``)."""
-        self._emit(schema, "c", None, row, where, after_none=none_sources)
+        self._add((self._layout(schema), "c", None, row, None, none_sources, where))
 
     def update(
         self, schema: TableSchema, before: dict[str, Any], after: dict[str, Any], where: SourcePosition,
         before_none: dict[str, str] | None = None, after_none: dict[str, str] | None = None,
     ) -> None:
         """An updated row (``op: u``); a changed primary key becomes ``d`` + tombstone, then ``c``."""
-        self._emit(schema, "u", before, after, where, before_none, after_none)
+        self._add((self._layout(schema), "u", before, after, before_none, after_none, where))
 
     def delete(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
         """A deleted row (``op: d``), then its tombstone."""
-        self._emit(schema, "d", row, None, where, before_none=none_sources)
+        self._add((self._layout(schema), "d", row, None, none_sources, None, where))
 
     def truncate(self, schema: TableSchema, where: SourcePosition) -> None:
         """A truncated table (``op: t``, no key, no row images)."""
-        envelope = self._envelope(schema, "t", None, None, where)
-        try:
-            self.publisher.publish(schema.topic, None, None, schema.envelope, envelope, schema.table, "t", where.ts_ms)
-        except PublishError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any encoding problem sets the event aside
-            self._set_aside(schema, exc, where, None, None)
+        self._add((self._layout(schema), "t", None, None, None, None, where))
 
-    def _emit(
-        self, schema: TableSchema, op: str, before_raw: dict[str, Any] | None, after_raw: dict[str, Any] | None,
-        where: SourcePosition, before_none: dict[str, str] | None = None, after_none: dict[str, str] | None = None,
-    ) -> None:
+    def checkpoint(self, position: dict[str, Any]) -> None:
+        """Every row given so far is at or before ``position`` (a source transaction ended)."""
+        self._checkpoints.append((len(self._images), position))
+
+    # --- getting them out ------------------------------------------------------------------------
+
+    def send_if_due(self) -> None:
+        """Hand the rows collected so far to the encoders if they are enough, or have waited long
+        enough (in this process: at once); publish what is encoded."""
+        if self._images and (self.pool.workers == 1 or time.monotonic() - self._opened >= BATCH_WAIT_S):
+            self.send()
+        elif not self._images and self._checkpoints:
+            self.send()
+        self.output.publish_ready()
+
+    def send(self) -> None:
+        """Hand every row collected so far to the encoders (and the checkpoints among them)."""
+        if self._images:
+            self.output.submit(self._checkpoints, "rows", self._images)
+        else:
+            self.output.mark(self._checkpoints)
+        self._images, self._checkpoints = [], []
+
+    def publish_all(self) -> None:
+        """Send, then wait until every row given so far is published (not yet acknowledged)."""
+        self.send()
+        self.output.publish_ready(wait=True)
+
+    def _add(self, image: RowImage) -> None:
+        if not self._images:
+            self._opened = time.monotonic()
+        self._images.append(image)
+        if len(self._images) >= BATCH_ROWS:
+            self.send()
+            self.output.publish_ready()
+
+    def _layout(self, schema: TableSchema) -> int:
+        """The encoders' name for ``schema``, its Avro schemas registered and the encoders told
+        the first time it is seen. A schema the registry refuses sets its rows aside."""
+        ref = id(schema)
+        if self._layouts.get(ref) is schema:
+            return ref
+        key_id = value_id = refused = None
         try:
-            before = self._record(schema, before_raw, before_none)
-            after = self._record(schema, after_raw, after_none)
-            key = schema.key_of(after if after is not None else before)  # type: ignore[arg-type]
-            old_key = schema.key_of(before) if op == "u" and before is not None else key
-            if old_key != key:
-                self._publish(schema, old_key, "d", before, None, where)
-                self._publish(schema, old_key, None, None, None, where)
-                self._publish(schema, key, "c", None, after, where)
-                return
-            self._publish(schema, key, op, before, after, where)
-            if op == "d":
-                self._publish(schema, key, None, None, None, where)
-        except PublishError:
-            raise
+            key_id = self.publisher.encoder(schema.topic, schema.key, True).schema_id if schema.key is not None else None
+            value_id = self.publisher.encoder(schema.topic, schema.envelope, False).schema_id
         except IncompatibleSchema as exc:
-            self._set_aside(schema, exc, where, before_raw, after_raw, reason="incompatible_schema")
-        except Exception as exc:  # noqa: BLE001 - any conversion or encoding problem sets the row aside
-            self._set_aside(schema, exc, where, before_raw, after_raw)
+            refused = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: the registry refused the new schema of %s; its rows go to the dead letters", self.source.name, schema.table)
+        table = schema.table.split(".", 1)[1]
+        self.pool.broadcast("describe", TableLayout(ref, table, schema.columns, schema.key_columns, key_id, value_id, refused))
+        # Held here, the schema object keeps its id, so the ref never names another layout.
+        self._layouts[ref] = schema
+        return ref
 
-    def _record(self, schema: TableSchema, raw: dict[str, Any] | None, none_sources: dict[str, str] | None) -> dict[str, Any] | None:
-        if raw is None:
-            return None
-        record, notes = schema.row(raw, none_sources)
-        for note in notes:
-            self._note(schema, note)
-        return record
-
-    def _note(self, schema: TableSchema, note: Note) -> None:
-        metrics.DATA_QUALITY.labels(self.source.name, schema.table, note.reason).inc()
+    def _note(self, note: QualityNote) -> None:
+        metrics.DATA_QUALITY.labels(self.source.name, note.table, note.reason).inc()
         # One warning per column and reason: the metric counts, the log says where to look.
-        if (schema.table, note.column, note.reason) not in self._noted:
-            self._noted.add((schema.table, note.column, note.reason))
+        if (note.table, note.column, note.reason) not in self._noted:
+            self._noted.add((note.table, note.column, note.reason))
             log.warning("%s: %s.%s: %s value(s) written as null (counted in data_quality_notes_total)",
-                        self.source.name, schema.table, note.column, note.reason)
-
-    def _publish(self, schema: TableSchema, key: dict[str, Any] | None, op: str | None,
-                 before: dict[str, Any] | None, after: dict[str, Any] | None, where: SourcePosition) -> None:
-        if op is None:
-            if key is not None:  # a tombstone only makes sense for a keyed table
-                self.publisher.publish(schema.topic, schema.key, key, None, None, schema.table, None, where.ts_ms)
-            return
-        envelope = self._envelope(schema, op, before, after, where)
-        self.publisher.publish(schema.topic, schema.key, key, schema.envelope, envelope, schema.table, op, where.ts_ms)
-
-    def _envelope(self, schema: TableSchema, op: str, before: dict[str, Any] | None, after: dict[str, Any] | None,
-                  where: SourcePosition) -> dict[str, Any]:
-        now_ns = time.time_ns()
-        return {
-            "before": before,
-            "after": after,
-            "source": self._source(schema, where),
-            "transaction": None,
-            "op": op,
-            "ts_ms": now_ns // 1_000_000,
-            "ts_us": now_ns // 1_000,
-            "ts_ns": now_ns,
-        }
-
-    def _source(self, schema: TableSchema, where: SourcePosition) -> dict[str, Any]:
-        """The ``source`` block of an event of ``schema`` at ``where``: one dict for every row given
-        the same position object (a snapshot's rows), which the publisher then encodes once."""
-        last = self._last_source
-        if last is not None and last[0] is where and last[1] is schema:
-            return last[2]
-        block = {
-            "version": DEBEZIUM_VERSION,
-            "connector": "mysql",
-            "name": self.source.topic_prefix,
-            "ts_ms": where.ts_ms,
-            "snapshot": where.snapshot,
-            "db": self.source.database,
-            "sequence": None,
-            "ts_us": where.ts_ms * 1000,
-            "ts_ns": where.ts_ms * 1_000_000,
-            "table": schema.table.split(".", 1)[1],
-            "server_id": where.server_id,
-            "gtid": where.gtid,
-            "file": where.file,
-            "pos": where.pos,
-            "row": where.row,
-            "thread": where.thread,
-            "query": None,
-        }
-        self._last_source = (where, schema, block)
-        return block
-
-    def _set_aside(self, schema: TableSchema, exc: Exception, where: SourcePosition,
-                   before: dict[str, Any] | None, after: dict[str, Any] | None, reason: str | None = None) -> None:
-        code = reason or getattr(exc, "reason", None) or "encode_error"
-        # Column rules apply to set-aside rows too: an excluded or hashed column never leaves in clear.
-        row = schema.transform.row(after if after is not None else before)
-        key = {name: row[name] for name in schema.key_columns if name in row} if row else None
-        log.warning("%s: %s: row set aside (%s) at %s:%d", self.source.name, schema.table, code, where.file, where.pos)
-        self.publisher.dead_letter(DeadLetter(code, f"{type(exc).__name__}: {exc}", schema.table, where.as_dict(), key, row))
+                        self.source.name, note.table, note.column, note.reason)

@@ -21,7 +21,8 @@ import pymysql.cursors
 from simpul.cdc import metrics
 from simpul.cdc.errors import ConnectorError
 from simpul.cdc.mysql.catalog import read_table_info
-from simpul.cdc.mysql.events import EventWriter, SourcePosition
+from simpul.cdc.mysql.events import EventWriter
+from simpul.cdc.mysql.row_encoder import SourcePosition
 from simpul.cdc.mysql.schema import SchemaCache
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import SourceSettings
@@ -30,6 +31,8 @@ from simpul.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
 
+# Snapshot rows per call to the encoders.
+SNAPSHOT_BATCH_ROWS = 1000
 # MySQL error codes meaning "not allowed" (access denied, missing privilege).
 _PRIVILEGE_ERRORS = {1044, 1045, 1142, 1227}
 
@@ -125,10 +128,10 @@ def _read_tables(
 ) -> None:
     name = source.name
     ts_ms = int(time.time() * 1000)
-    # Every row shares one position object (the publisher encodes its source block once).
+    # Every row shares one position (the encoders write its source block once per batch).
     where = SourcePosition(position.file, position.pos, 0, position.gtid, 0, ts_ms, "true")
     # Debezium marks the very last snapshot row "last": hold one row back to know which it is.
-    held: tuple[Any, dict[str, Any]] | None = None
+    held: tuple[Any, tuple[str, ...], list[tuple[Any, ...]]] | None = None
     for index, qualified in enumerate(source.tables):
         database, table = qualified.split(".", 1)
         info = infos[qualified]
@@ -140,7 +143,7 @@ def _read_tables(
         with conn.cursor() as cursor:
             cursor.execute("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (database, table))
             estimate = (cursor.fetchone() or (None,))[0]
-        names = [c.name for c in info.columns]
+        names = tuple(c.name for c in info.columns)
         select = ", ".join(f"`{n}`" for n in names)
         with progress(f"snapshot {qualified}", estimate or None) as tracker, conn.cursor(pymysql.cursors.SSCursor) as cursor:
             # Unbuffered: rows stream from the server, memory stays flat on large tables.
@@ -151,13 +154,16 @@ def _read_tables(
                     break
                 if shutdown.requested:
                     raise SnapshotInterrupted(f"stopped during the snapshot of {qualified}")
-                for values in rows:
-                    if held is not None:
-                        writer.read(*held, where)
-                    held = (schema, dict(zip(names, values)))
+                if held is not None:
+                    writer.reads(*held, where)
+                for at in range(0, len(rows) - 1, SNAPSHOT_BATCH_ROWS):
+                    writer.reads(schema, names, list(rows[at : min(at + SNAPSHOT_BATCH_ROWS, len(rows) - 1)]), where)
+                held = (schema, names, [rows[-1]])
+                writer.output.publish_ready()
                 tracker.advance(len(rows))
                 metrics.SNAPSHOT_ROWS.labels(name, qualified).inc(len(rows))
                 writer.publisher.poll(0)
         metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(source.tables) - index - 1)
     if held is not None:
-        writer.read(*held, replace(where, snapshot="last"))
+        writer.reads(*held, replace(where, snapshot="last"))
+    writer.publish_all()

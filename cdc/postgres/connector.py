@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ import psycopg
 from psycopg import pq, sql
 
 from simpul.cdc import metrics
-from simpul.cdc.encoding_pool import EncodingPool
+from simpul.cdc.encoding_pool import EncodingPool, PooledPublishing
 from simpul.cdc.errors import ConnectorError
 from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.offsets import OffsetStore
@@ -30,9 +29,9 @@ from simpul.cdc.postgres import catalog
 from simpul.cdc.postgres.events import pg_commit_time_us
 from simpul.cdc.postgres.pgoutput import Begin, Commit, PgOutputDecoder, Relation, format_lsn, parse_lsn
 from simpul.cdc.postgres.replication import ReplicationStream
-from simpul.cdc.postgres.row_encoder import ROW_MESSAGE_KINDS, RowEncoder, RowMessage, RowOutcome, TableDescription
+from simpul.cdc.postgres.row_encoder import ROW_MESSAGE_KINDS, RowEncoder, RowMessage, TableDescription
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
-from simpul.cdc.publisher import DeadLetter, EventPublisher, IncompatibleSchema
+from simpul.cdc.publisher import EventPublisher, IncompatibleSchema
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import SimpulConfig, SourceSettings
 from simpul.databases import connect_postgres
@@ -96,8 +95,7 @@ class PostgresConnector:
         self.topics = {table: f"{source.topic_prefix}.{table}" for table in source.tables}
         self.schemas: dict[int, tuple[Relation, TableSchema]] = {}
         self.pool: EncodingPool | None = None
-        # Calls to the pool in submission order: (whether the pool has its result, checkpoints).
-        self._submitted: deque[tuple[bool, list[tuple[int, dict[str, Any]]]]] = deque()
+        self.output: PooledPublishing | None = None
         self.publisher = EventPublisher(config, source)
         self.offsets = OffsetStore(config)
         self.decoder = PgOutputDecoder()
@@ -111,6 +109,7 @@ class PostgresConnector:
         """Snapshot if the mode asks for it, then stream until shutdown; reconnects after outages."""
         backoff = 0.5
         self.pool = EncodingPool(self.source.name, RowEncoder, (self.source,), self.source.capture.workers)
+        self.output = PooledPublishing(self.pool, self.publisher, POOL_MAX_OUTSTANDING)
         try:
             while not self.shutdown.requested:
                 try:
@@ -209,7 +208,7 @@ class PostgresConnector:
                             for at in range(0, len(rows) - 1, POOL_BATCH_ROWS):
                                 self._submit(_Batch(), "reads", oid, started_us, lsn, "true", rows[at : min(at + POOL_BATCH_ROWS, len(rows) - 1)])
                             held = (oid, started_us, rows[-1])
-                            self._produce_ready(wait=False)
+                            self.output.publish_ready()
                             tracker.advance(len(rows))
                             rows_scanned.inc(len(rows))
                             self.publisher.poll(0)
@@ -218,7 +217,7 @@ class PostgresConnector:
                     metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(self.source.tables) - done - 1)
             if held is not None:
                 self._submit(_Batch(), "reads", held[0], held[1], lsn, "last", [held[2]])
-        self._produce_ready(wait=True)
+        self.output.publish_ready(wait=True)
         self.publisher.flush(300)
         self._save_offset(lsn)
         metrics.SNAPSHOT_RUNNING.labels(name).set(0)
@@ -244,26 +243,26 @@ class PostgresConnector:
                         transaction.events += 1
                         if len(batch.rows) >= POOL_BATCH_ROWS or time.monotonic() - batch.opened >= POOL_BATCH_WAIT_S:
                             batch = self._submit(batch, "changes", batch.rows)
-                            self._produce_ready(wait=False)
+                            self.output.publish_ready()
                     else:
                         batch = self._handle(self.decoder.decode(data), transaction, batch, admin)
                     if received % 1_000 == 0:
-                        self._produce_ready(wait=False)
+                        self.output.publish_ready()
                         self.publisher.poll(0)
                         if self.shutdown.requested:
                             break
                 self._submit(batch, "changes", batch.rows)
-                self._produce_ready(wait=False)
+                self.output.publish_ready()
                 self.publisher.poll(0.001 if self.publisher.in_flight or self.pool.outstanding else 0)
                 self._confirm(stream)
-                if received == 0 and transaction.xid is None and not self._submitted and self.publisher.in_flight == 0:
+                if received == 0 and transaction.xid is None and self.output.idle and self.publisher.in_flight == 0:
                     # Between transactions with everything acknowledged, nothing before the
                     # server's WAL end concerns this slot: confirming it lets an idle or filtered
                     # database's slot advance, so WAL does not pile up.
                     stream.confirm(stream.server_wal_end)
                     self._maybe_heartbeat()
                 self._maybe_report_lag(admin)
-            self._produce_ready(wait=True)
+            self.output.publish_ready(wait=True)
             self.publisher.flush(60)
             self._confirm(stream)
         finally:
@@ -321,43 +320,14 @@ class PostgresConnector:
         self.schemas[described.oid] = (described, schema)
         return schema
 
-    # --- producing, in log order -----------------------------------------------------------------
-
     def _submit(self, batch: _Batch, method: str, *args: Any) -> _Batch:
-        """Hand ``batch``'s rows to the encoding pool (``method(*args)``) and queue its
-        checkpoints behind them; returns a new, empty batch."""
+        """Hand ``batch``'s rows to the encoding pool (``method(*args)``), its checkpoints
+        behind them; returns a new, empty batch."""
         if batch.rows or method == "reads":
-            self.pool.submit(method, *args)
-            self._submitted.append((True, batch.checkpoints))
-        elif batch.checkpoints:
-            self._submitted.append((False, batch.checkpoints))
-        while self.pool.outstanding > POOL_MAX_OUTSTANDING * self.pool.workers:
-            self._produce_next()
+            self.output.submit(batch.checkpoints, method, *args)
+        else:
+            self.output.mark(batch.checkpoints)
         return _Batch()
-
-    def _produce_ready(self, wait: bool) -> None:
-        """Produce every submitted batch whose encoding is done (``wait``: every one, waiting)."""
-        while self._submitted and (wait or not self._submitted[0][0] or self.pool.ready()):
-            self._produce_next()
-
-    def _produce_next(self) -> None:
-        submitted, checkpoints = self._submitted.popleft()
-        outcomes: list[RowOutcome] = self.pool.next_result() if submitted else []
-        marks = iter(checkpoints)
-        mark = next(marks, None)
-        for index, outcome in enumerate(outcomes):
-            while mark is not None and mark[0] <= index:
-                self.publisher.checkpoint(mark[1])
-                mark = next(marks, None)
-            for item in outcome:
-                if isinstance(item, DeadLetter):
-                    log.warning("%s: a row of %s set aside (%s) at %s", self.source.name, item.table, item.reason, item.position.get("lsn_text"))
-                    self.publisher.dead_letter(item)
-                else:
-                    self.publisher.publish_encoded(*item)
-        while mark is not None:
-            self.publisher.checkpoint(mark[1])
-            mark = next(marks, None)
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()

@@ -1,0 +1,78 @@
+"""The connectors' row encoders, pure (no servers): events in order and shape, dead letters and
+data-quality notes, as the connectors publish them."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+
+from simpul.cdc.mysql.row_encoder import MysqlRowEncoder, QualityNote, SourcePosition, TableLayout
+from simpul.cdc.mysql.schema import build_table_schema
+from simpul.cdc.mysql.types import MysqlColumn
+from simpul.cdc.publisher import DeadLetter
+from simpul.config import load_config
+from simpul.schemas.wire import ConfluentAvroDecoder
+
+COLUMNS = (
+    MysqlColumn("id", "int"),
+    MysqlColumn("nama", "varchar", length=50),
+    MysqlColumn("lahir", "date"),
+    MysqlColumn("umur", "bigint", unsigned=True),
+)
+KEY_ID, VALUE_ID = 7, 8
+
+
+@pytest.fixture
+def encoder_and_decoder() -> tuple[MysqlRowEncoder, ConfluentAvroDecoder]:
+    source = next(s for s in load_config().sources if s.kind == "mysql")
+    qualified = f"{source.database}.orang"
+    schema = build_table_schema(f"{source.topic_prefix}.{qualified}", qualified, COLUMNS, ("id",), _no_rules())
+    schemas = {KEY_ID: json.dumps(schema.key), VALUE_ID: json.dumps(schema.envelope)}
+    encoder = MysqlRowEncoder(source)
+    encoder.describe(TableLayout(1, "orang", COLUMNS, ("id",), KEY_ID, VALUE_ID))
+    encoder.describe(TableLayout(2, "orang", COLUMNS, ("id",), None, None, refused="IncompatibleSchema: not BACKWARD compatible"))
+    return encoder, ConfluentAvroDecoder(schemas.__getitem__)
+
+
+def _no_rules():
+    from simpul.cdc.transforms import ColumnTransforms
+
+    return ColumnTransforms([], "test").for_table("x.y")
+
+
+def test_mysql_images_become_debezium_events_in_order(encoder_and_decoder) -> None:
+    encoder, decoder = encoder_and_decoder
+    at = SourcePosition("mariadb-bin.000001", 400, 0, "0-1-9", 1, 1_700_000_000_000)
+    row = {"id": 1, "nama": "Siti", "lahir": date(1990, 1, 5), "umur": 34}
+    moved = {**row, "id": 2}
+    outcomes = encoder.rows([
+        (1, "c", None, row, None, None, at),
+        (1, "u", row, moved, None, None, at),  # a key change: d + tombstone + c
+        (1, "d", moved, None, None, None, at),
+        (1, "t", None, None, None, None, at),
+    ])
+    kinds = [[(decoder.decode(key)["id"] if key else None, op) for _, key, _, _, op, _ in outcome] for outcome in outcomes]
+    assert kinds == [[(1, "c")], [(1, "d"), (1, None), (2, "c")], [(2, "d"), (2, None)], [(None, "t")]]
+    created = decoder.decode(outcomes[0][0][2])
+    assert created["after"] == {"id": 1, "nama": "Siti", "lahir": 7309, "umur": 34}
+    assert created["source"]["file"] == "mariadb-bin.000001" and created["source"]["table"] == "orang"
+    assert {event[3] for outcome in outcomes for event in outcome} == {f"{encoder.database}.orang"}
+    assert outcomes[1][1][2] is None, "a tombstone has no value"
+
+
+def test_mysql_bad_rows_become_dead_letters_and_zero_dates_notes(encoder_and_decoder) -> None:
+    encoder, decoder = encoder_and_decoder
+    at = SourcePosition("mariadb-bin.000001", 500, 1)
+    zero = {"id": 3, "nama": "Ucup", "lahir": "0000-00-00", "umur": 1}
+    too_big = {"id": 4, "nama": "Ujang", "lahir": None, "umur": 2**64 - 1}  # beyond an Avro long
+    refused = {"id": 5, "nama": "Asep", "lahir": None, "umur": 1}
+    noted, dead, refusal = encoder.rows([(1, "c", None, zero, None, None, at), (1, "c", None, too_big, None, None, at), (2, "c", None, refused, None, None, at)])
+    assert noted[0] == QualityNote(noted[0].table, "lahir", "zero_date")
+    assert decoder.decode(noted[1][2])["after"]["lahir"] is None
+    (letter,) = dead
+    assert isinstance(letter, DeadLetter) and letter.reason == "unsigned_out_of_range" and letter.key == {"id": 4} and letter.position == {"file": "mariadb-bin.000001", "pos": 500, "row": 1, "gtid": None}
+    (letter,) = refusal
+    assert letter.reason == "incompatible_schema" and "BACKWARD" in letter.message and letter.row["nama"] == "Asep"
+    assert encoder.reads(1, ("id", "nama", "lahir", "umur"), [(6, "Euis", None, 2)], at)[0][0][4] == "r"
