@@ -80,11 +80,14 @@ class EventWriter:
     # --- getting them out ------------------------------------------------------------------------
 
     def send_if_due(self) -> None:
-        """Hand the rows collected so far to the encoders if they are enough, or have waited long
-        enough (in this process: at once); publish what is encoded."""
-        if self._images and (self.pool.workers == 1 or time.monotonic() - self._opened >= BATCH_WAIT_S):
-            self.send()
-        elif not self._images and self._checkpoints:
+        """Hand the rows collected so far to the encoders when it is time, and publish what is
+        encoded: in this process, once a transaction ended (one call per transaction); on
+        workers, once the first row has waited ``BATCH_WAIT_S`` (batches of several transactions)."""
+        if self.pool.workers == 1 or not self._images:
+            due = bool(self._checkpoints)
+        else:
+            due = time.monotonic() - self._opened >= BATCH_WAIT_S
+        if due:
             self.send()
         self.output.publish_ready()
 

@@ -162,7 +162,7 @@ class MysqlRowEncoder:
         """The ``source`` block of an event of layout ``ref`` at ``where``: one dict for rows at an
         equal position (a snapshot's rows), which the encoder then writes once."""
         last = self._last_source
-        if last is not None and last[1] == ref and last[0] == where:
+        if last is not None and last[1] == ref and (last[0] is where or last[0] == where):
             return last[2]
         block = {
             "version": DEBEZIUM_VERSION,
