@@ -172,28 +172,11 @@ class EventPublisher:
 
     # --- producing -------------------------------------------------------------------------------
 
-    def publish(
-        self,
-        topic: str,
-        key_schema: dict[str, Any] | None,
-        key: dict[str, Any] | None,
-        envelope_schema: dict[str, Any] | None,
-        envelope: dict[str, Any] | None,
-        table: str,
-        op: str | None,
-        commit_ts_ms: int | None = None,
-    ) -> None:
-        """Produce one event (``envelope`` None: a tombstone). Encoding errors propagate to the
-        caller, which sets the row aside with :meth:`dead_letter`."""
-        key_bytes = self.encoder(topic, key_schema, True).encode(key) if key_schema is not None and key is not None else None
-        value_bytes = self.encoder(topic, envelope_schema, False).encode(envelope) if envelope is not None and envelope_schema is not None else None
-        self.publish_encoded(topic, key_bytes, value_bytes, table, op, commit_ts_ms)
-
     def publish_encoded(
         self, topic: str, key: bytes | None, value: bytes | None, table: str, op: str | None, commit_ts_ms: int | None = None
     ) -> None:
-        """Produce one event already encoded with this publisher's registered schemas (``value``
-        None: a tombstone)."""
+        """Produce one event encoded with schemas registered through :meth:`encoder` (``value``
+        None: a tombstone); ``commit_ts_ms``, when given, times its commit-to-acknowledgement lag."""
         self._produce(topic, key, value, commit_ts_ms)
         if op is not None:
             self._events(self.source.name, table, op).inc()

@@ -87,10 +87,12 @@ def test_publisher_confirms_only_acknowledged_positions_and_sets_bad_rows_aside(
     try:
         publisher.ensure_topics([topic])
         assert publisher.confirmed() is None
+        keys, values = publisher.encoder(topic, key, True), publisher.encoder(topic, envelope, False)
         for n in range(100):
-            publisher.publish(topic, key, {"id": n}, envelope, {"after": {"id": n, "nama": f"orang {n}"}, "op": "c"}, "public.orang", "c", int(time.time() * 1000))
+            event = values.encode({"after": {"id": n, "nama": f"orang {n}"}, "op": "c"})
+            publisher.publish_encoded(topic, keys.encode({"id": n}), event, "public.orang", "c", int(time.time() * 1000))
         publisher.checkpoint({"lsn": 100})
-        publisher.publish(topic, key, {"id": 1}, None, None, "public.orang", None)  # tombstone
+        publisher.publish_encoded(topic, keys.encode({"id": 1}), None, "public.orang", None)  # tombstone
         publisher.checkpoint({"lsn": 101})
         publisher.heartbeat(int(time.time() * 1000))
         publisher.dead_letter(DeadLetter("encode_error", "value out of range", "public.orang", {"lsn": 102}, {"id": 7}, {"id": 7, "nama": b"\xff"}))
