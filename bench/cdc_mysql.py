@@ -37,13 +37,11 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pymysql
-from confluent_kafka.admin import AdminClient
 from pymysql.constants import CLIENT
 
-from bench.harness import ConnectorProcess, TopicWatch, large_transaction, percentile, write_results
+from bench.harness import ConnectorProcess, TopicWatch, delete_topics_and_groups, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.databases import mysql_params
-from simpul.kafka import client_config
 from simpul.progress import progress
 
 TABLE = """CREATE TABLE bench (
@@ -266,11 +264,7 @@ def main() -> None:
         with admin.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
         admin.close()
-        kafka = AdminClient(client_config(config.kafka))
-        ours = [t for t in kafka.list_topics(timeout=10).topics if t.startswith(f"{name}.")]
-        if ours:
-            for future in kafka.delete_topics(ours).values():
-                future.result()
+        delete_topics_and_groups(config, name)
 
 
 if __name__ == "__main__":

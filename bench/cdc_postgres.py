@@ -13,7 +13,8 @@ Figures (printed, and written to ``bench/results/cdc_postgres.json``):
   single-row transactions at 10,000/s exceed what PostgreSQL commits with fsync on 2 cores);
 - ``connector_rss_mb_max``: the connector's largest resident memory while it streams one
   transaction of ``--rows`` inserted rows, its encoding workers' (``--workers``) included.
-The database, Kafka and the connector share this machine.
+The database, Kafka and the connector share this machine. The run's database and topics are
+dropped afterwards.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import TIMED_SAMPLE, ConnectorProcess, TopicWatch, large_transaction, percentile, write_results
+from bench.harness import TIMED_SAMPLE, ConnectorProcess, TopicWatch, delete_topics_and_groups, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.progress import progress
 
@@ -165,6 +166,7 @@ def main() -> None:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s AND NOT active", (source.slot_name,))
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        delete_topics_and_groups(config, name)
 
 
 if __name__ == "__main__":

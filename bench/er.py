@@ -34,7 +34,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from bench.harness import ConnectorProcess, SimpulProcess, TopicReader, TopicWatch, write_results
+from bench.harness import ConnectorProcess, SimpulProcess, TopicReader, TopicWatch, delete_topics_and_groups, write_results
 from bench.splink_baseline import run_splink
 from simpul.config import SimpulConfig, load_config, load_env_file
 from simpul.databases import copy_sources
@@ -164,6 +164,7 @@ def main() -> None:
         figures["model"] = batch.model.parameters()
     finally:
         copies.drop()
+        delete_topics_and_groups(config, run)
     write_results("er", figures)
     for name in ("records", "precision", "recall", "f1", "auto_link_precision", "review_fraction", "records_per_s", "simpul_seconds",
                  "splink_f1", "splink_seconds", "same_citizens_as_batch"):

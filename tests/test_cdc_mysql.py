@@ -276,9 +276,10 @@ def test_legacy_types_dead_letters_and_schema_change(agency_config: SimpulConfig
             # an incompatible change: the row is set aside, the connector goes on
             _sql(source, "ALTER TABLE legacy MODIFY COLUMN kecil VARCHAR(10)", "INSERT INTO legacy (id, kecil) VALUES (6, 'tujuh')",
                  session, "ALTER TABLE legacy MODIFY COLUMN kecil TINYINT", "INSERT INTO legacy (id, kecil) VALUES (7, 7)")
-            later = reader.read(2)
-            assert later[0][0] == dlq and later[0][2]["reason"] == "incompatible_schema" and later[0][2]["key"] == {"id": 6}
-            assert later[1][0] == topic and later[1][2]["after"]["kecil"] == 7
+            # two topics: which of the two a consumer sees first is not defined
+            later = {t: value for t, _, value in reader.read(2)}
+            assert later[dlq]["reason"] == "incompatible_schema" and later[dlq]["key"] == {"id": 6}
+            assert later[topic]["after"]["kecil"] == 7
     finally:
         reader.close()
 
