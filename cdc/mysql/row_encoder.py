@@ -100,10 +100,12 @@ class MysqlRowEncoder:
         for ref, op, before_raw, after_raw, before_none, after_none, where in images:
             layout = self._layouts[ref]
             schema = layout.schema
+            if layout.refused is not None or layout.value is None:
+                reason = layout.refused or "no registered schema"
+                outcomes.append([self._dead_letter(schema, "incompatible_schema", reason, where, before_raw, after_raw)])
+                continue
             outcome: list[Any] = []
             try:
-                if layout.refused is not None or layout.value is None:
-                    raise _Refused(layout.refused or "no registered schema")
                 before = self._record(schema, before_raw, before_none, outcome)
                 after = self._record(schema, after_raw, after_none, outcome)
                 source = self._source(schema, ref, where)
@@ -119,11 +121,8 @@ class MysqlRowEncoder:
                     else:
                         events = [(key, op, before, after)]
                 outcome.extend(self._encode(layout, events, source, where))
-            except _Refused as exc:
-                outcome = [n for n in outcome if isinstance(n, QualityNote)]
-                outcome.append(self._dead_letter(schema, "incompatible_schema", str(exc), where, before_raw, after_raw))
             except Exception as exc:  # noqa: BLE001 - any conversion or encoding problem sets the row aside
-                outcome = [n for n in outcome if isinstance(n, QualityNote)]
+                # ``outcome`` holds only the notes raised so far: events are added once all are encoded.
                 code = getattr(exc, "reason", None) or "encode_error"
                 outcome.append(self._dead_letter(schema, code, f"{type(exc).__name__}: {exc}", where, before_raw, after_raw))
             outcomes.append(outcome)
@@ -192,7 +191,3 @@ class MysqlRowEncoder:
         row = schema.transform.row(after if after is not None else before)
         key = {name: row[name] for name in schema.key_columns if name in row} if row else None
         return DeadLetter(code, message, schema.table, where.as_dict(), key, row)
-
-
-class _Refused(Exception):
-    """The table's schema was refused by the registry."""

@@ -26,7 +26,7 @@ from simpul.cdc.errors import ConnectorError
 from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.offsets import OffsetStore
 from simpul.cdc.postgres import catalog
-from simpul.cdc.postgres.events import pg_commit_time_us
+from simpul.cdc.postgres.events import now_us, pg_commit_time_us
 from simpul.cdc.postgres.pgoutput import Begin, Commit, PgOutputDecoder, Relation, format_lsn, parse_lsn
 from simpul.cdc.postgres.replication import ReplicationStream
 from simpul.cdc.postgres.row_encoder import ROW_MESSAGE_KINDS, RowEncoder, RowMessage, TableDescription
@@ -74,10 +74,6 @@ class _Progress:
     last_saved: float = 0.0
     last_heartbeat: float = field(default_factory=time.monotonic)
     last_lag: float = 0.0
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class PostgresConnector:
@@ -197,7 +193,7 @@ class PostgresConnector:
                     oid = schema.relation.oid
                     # Every row of a table shares one source block: the snapshot's position, and
                     # the time its reading of the table began.
-                    started_us = _now_us()
+                    started_us = now_us()
                     rows_scanned = metrics.SNAPSHOT_ROWS.labels(name, table)
                     columns = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c.name)) for c in schema.relation.columns)
                     with conn.cursor(name=f"simpul_snapshot_{done}") as cursor:

@@ -7,6 +7,7 @@ then a tombstone; a truncate one ``t`` per table.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,11 @@ class SourcePosition:
     def offset(self) -> dict[str, Any]:
         """The position as stored and written to dead letters."""
         return {"lsn": self.lsn, "lsn_text": format_lsn(self.lsn), "txId": self.tx_id}
+
+
+def now_us() -> int:
+    """Now, in microseconds since the Unix epoch (an event's ``ts_us``)."""
+    return time.time_ns() // 1000
 
 
 def pg_commit_time_us(pg_micros: int) -> int:

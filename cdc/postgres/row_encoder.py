@@ -10,11 +10,10 @@ table description in log order.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Union
 
-from simpul.cdc.postgres.events import Event, SourcePosition, change_events, read_event, source_block, truncate_event
+from simpul.cdc.postgres.events import Event, SourcePosition, change_events, now_us, read_event, source_block, truncate_event
 from simpul.cdc.postgres.pgoutput import Delete, Insert, PgOutputDecoder, RawValue, Relation, Truncate, Update
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
 from simpul.cdc.publisher import DeadLetter
@@ -90,7 +89,7 @@ class RowEncoder:
                 for relation in change.relations:
                     table = self._tables[relation.oid]
                     source = source_block(self.prefix, self.database, table.schema, position)
-                    truncated.extend(self._encode(table, position, None, [truncate_event(source, _now_us())], commit_ms))
+                    truncated.extend(self._encode(table, position, None, [truncate_event(source, now_us())], commit_ms))
                 outcomes.append(truncated)
                 continue
             assert isinstance(change, (Insert, Update, Delete))
@@ -98,7 +97,7 @@ class RowEncoder:
             raw = change.new if isinstance(change, (Insert, Update)) else change.old
             try:
                 source = source_block(self.prefix, self.database, table.schema, position)
-                built = change_events(table.schema, table.transform, change, source, _now_us())
+                built = change_events(table.schema, table.transform, change, source, now_us())
             except (ValueError, TypeError, OverflowError, KeyError) as exc:
                 outcomes.append([self._dead_letter("encode_error", f"{type(exc).__name__}: {exc}", table, position, raw)])
                 continue
@@ -110,15 +109,15 @@ class RowEncoder:
         ``started_us``; ``marker`` is the source block's ``snapshot`` value (``true``, ``last``)."""
         table = self._tables[oid]
         # Every row of a table read by the snapshot shares one source block, built once.
+        position = SourcePosition(lsn, None, started_us, None, marker)
         source = self._snapshot_sources.get((oid, marker, started_us))
         if source is None:
-            source = source_block(self.prefix, self.database, table.schema, SourcePosition(lsn, None, started_us, None, marker))
+            source = source_block(self.prefix, self.database, table.schema, position)
             self._snapshot_sources[(oid, marker, started_us)] = source
-        position = SourcePosition(lsn, None, started_us, None, marker)
         outcomes: list[RowOutcome] = []
         for values in rows:
             try:
-                built = [read_event(table.schema, table.transform, values, source, _now_us())]
+                built = [read_event(table.schema, table.transform, values, source, now_us())]
             except (ValueError, TypeError, OverflowError, KeyError) as exc:
                 outcomes.append([self._dead_letter("encode_error", f"{type(exc).__name__}: {exc}", table, position, values)])
                 continue
@@ -147,7 +146,3 @@ class RowEncoder:
         if raw is not None:
             row = table.transform.row({c.name: (v if isinstance(v, (str, bytes)) or v is None else repr(v)) for c, v in zip(table.schema.relation.columns, raw)})
         return DeadLetter(reason, message, name, position.offset(), None, row)
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
