@@ -12,20 +12,29 @@ batch's input offsets are acknowledged, so a crash loses nothing that was acknow
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, MutableMapping
-from typing import Any
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any, Protocol, runtime_checkable
 
-_DELETED = object()  # a pending delete
+_DELETED = object()  # a pending delete, or (in the cache) a key the backing table does not hold
 _MISSING = object()  # no value here
+
+
+@runtime_checkable
+class BatchWritable(Protocol):
+    """A table that takes many writes at once (value None deletes its key)."""
+
+    def write_many(self, changes: Mapping[str, Any]) -> None:
+        """Apply every (key, value) of ``changes``."""
 
 
 class WriteBehindTable(MutableMapping[str, Any]):
     """``backing`` (a durable table) with writes held until :meth:`flush` and up to ``cache_size``
-    clean values kept in memory, least recently used first out.
+    clean values (and keys known to be absent) kept in memory, least recently used first out.
 
     Values are handed out by reference, as a plain dict would: the caller stores a value again
     after changing it (which a durable table needs anyway), so the cache never holds a change the
-    backing table will not get.
+    backing table will not get. A ``backing`` that is :class:`BatchWritable` gets each flush as one
+    ``write_many`` (so its values must not be None, which there means a delete).
     """
 
     def __init__(self, backing: MutableMapping[str, Any], cache_size: int) -> None:
@@ -49,12 +58,11 @@ class WriteBehindTable(MutableMapping[str, Any]):
         value = self._cache.get(key, _MISSING)
         if value is not _MISSING:
             self._cache.move_to_end(key)
-            return value
+            return default if value is _DELETED else value
         value = self.backing.get(key, _MISSING)
-        if value is _MISSING:
-            return default
-        self._remember(key, value)
-        return value
+        # An absent key is remembered too: a new row, record or citizen is looked up before it is written.
+        self._remember(key, _DELETED if value is _MISSING else value)
+        return default if value is _MISSING else value
 
     def __getitem__(self, key: str) -> Any:
         value = self.get(key, _MISSING)
@@ -99,15 +107,18 @@ class WriteBehindTable(MutableMapping[str, Any]):
 
     def flush(self) -> int:
         """Write every pending change to the backing table, once per key; returns how many."""
-        written = len(self._pending)
-        for key, value in self._pending.items():
-            if value is _DELETED:
-                self.backing.pop(key, None)
-            else:
-                self.backing[key] = value
-                self._remember(key, value)
-        self._pending.clear()
-        return written
+        pending, self._pending = self._pending, {}
+        if isinstance(self.backing, BatchWritable):
+            self.backing.write_many({key: None if value is _DELETED else value for key, value in pending.items()})
+        else:
+            for key, value in pending.items():
+                if value is _DELETED:
+                    self.backing.pop(key, None)
+                else:
+                    self.backing[key] = value
+        for key, value in pending.items():
+            self._remember(key, value)
+        return len(pending)
 
     def _remember(self, key: str, value: Any) -> None:
         cache = self._cache

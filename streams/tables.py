@@ -11,10 +11,14 @@ end of every batch, before the batch's input offset may be committed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 import faust
+import rocksdict
+from faust.stores.rocksdb import Store as RocksDBStore
+from faust.streams import current_event
 from faust.types import TP
 
 from simpul.streams.producer import ConfirmedProducer
@@ -57,6 +61,35 @@ class LibrdkafkaChangelogTable(faust.Table):  # type: ignore[misc]
         """Send the key's tombstone to the changelog (Faust calls this on every delete)."""
         self._send(key, None)
         self._sensor_on_del(self, key)
+
+    def write_many(self, changes: Mapping[Any, Any]) -> None:
+        """Store every key's new value (None: delete the key) and send each to the changelog.
+
+        On a RocksDB store the values go in one write batch. Faust's own write puts them one at a
+        time and, for each, finds the current event and records the key's partition in a locked
+        index (a second lookup path this table does not use: every read here has an event).
+        """
+        store = self.data
+        if not (isinstance(store, RocksDBStore) and store.use_rocksdict):
+            for key, value in changes.items():
+                if value is None:
+                    self.pop(key, None)
+                else:
+                    self[key] = value
+            return
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            key_bytes = store._encode_key(key)
+            if value is None:
+                batch.delete(key_bytes)
+                self._produce(key, key_bytes, None)
+                self._sensor_on_del(self, key)
+            else:
+                value_bytes = store._encode_value(value)
+                batch.put(key_bytes, value_bytes)
+                self._produce(key, key_bytes, value_bytes)
+                self._sensor_on_set(self, key, value)
+        store._db_for_partition(current_event().message.partition).write(batch)
 
     def _send(self, key: Any, value: Any) -> None:
         store = self.data

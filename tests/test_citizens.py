@@ -220,6 +220,30 @@ def test_update_merges_then_splits_and_ids_follow_the_anchor(feed: _Feed) -> Non
     assert records["dinkes:public.pasien:RM1"]["m"] == master_id("dinkes:public.pasien:RM1", ID_KEY)
 
 
+def test_a_change_to_columns_no_mapping_reads_refreshes_nothing_but_moves_the_position(feed: _Feed) -> None:
+    kk = "3673010101100001"
+    household = {"no_kk": kk, "kepala_keluarga": "SUGENG SANTOSO", "alamat": "KP. BENGGALA", "rt": "1", "rw": "2",
+                 "kelurahan": "Unyur", "kecamatan": "Serang"}
+    feed.put("disdukcapil", "public.kartu_keluarga", kk, household)
+    feed.put(*PD, NIK_A, _penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11", kk=kk))
+    record_id = f"disdukcapil:public.penduduk:{NIK_A}"
+    before = feed.resolver.state.records[record_id]
+
+    # A column neither the member's mapping nor its join reads, on the member and on its family.
+    own = feed.put(*PD, NIK_A, {**_penduduk(NIK_A, "SUGENG SANTOSO", "1984-04-11", kk=kk), "updated_at": "2026-11-02"})
+    parent = feed.put("disdukcapil", "public.kartu_keluarga", kk, {**household, "updated_at": "2026-11-02"})
+    assert own.outputs == [] and parent.outputs == [] and not own.decisions and not parent.decisions
+    assert feed.resolver.state.records[record_id] == before
+    assert feed.resolver.state.rows[record_id]["p"] == [feed.n - 1]  # the position still moved on
+    # Delivered again, it is a repeat and rebuilt in full, as after a crash.
+    assert feed.again().repeated and feed.resolver.state.records[record_id] == before
+
+    # A column the join does read reaches the member.
+    moved = feed.put("disdukcapil", "public.kartu_keluarga", kk, {**household, "alamat": "JL. TRIP JAMAKSARI"})
+    assert feed.resolver.state.records[record_id]["rec"]["street"] == "JALAN TRIP JAMAKSARI"
+    assert any(o.kind == LINK and o.key == record_id for o in moved.outputs)
+
+
 def test_golden_record_follows_survivorship_with_lineage(feed: _Feed) -> None:
     feed.put(*PS, "RM7", _pasien("RM7", NIK_B, "SITI AMINAH", "1990-12-15", "P"))
     result = feed.put(*PD, NIK_B, _penduduk(NIK_B, "Hj. Siti Aminah", "1990-12-15", "PEREMPUAN"))

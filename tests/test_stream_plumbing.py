@@ -91,6 +91,13 @@ def test_reads_are_cached_up_to_the_cache_size_least_recently_used_out() -> None
     assert table.get("missing", "default") == "default"
     with pytest.raises(KeyError):
         table["missing"]
+    assert "missing" not in table and backing.reads == 5  # an absent key is remembered as absent
+    table["missing"] = 7
+    table.flush()
+    assert table["missing"] == 7 and backing.reads == 5
+    del table["missing"]
+    table.flush()
+    assert "missing" not in table and backing.reads == 5 and "missing" not in backing
 
 
 def test_an_uncached_table_still_holds_its_pending_writes() -> None:
@@ -158,3 +165,30 @@ def test_an_unreachable_registry_is_a_retry_not_a_dead_letter() -> None:
     unreachable = SchemaRegistryClient({"url": f"http://127.0.0.1:{free_port()}", "max.retries": 0})
     with pytest.raises(SchemaUnavailable, match="unreachable"):
         EnvelopeReader(unreachable).row_change(_WHERE, _event())
+
+
+class BatchTable(dict):  # type: ignore[type-arg]
+    """A table taking each flush as one batch (None deletes), as the durable changelog table does."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.batches: list[dict[str, Any]] = []
+
+    def write_many(self, changes: dict[str, Any]) -> None:
+        self.batches.append(dict(changes))
+        for key, value in changes.items():
+            if value is None:
+                self.pop(key, None)
+            else:
+                self[key] = value
+
+
+def test_a_batch_writable_table_gets_each_flush_as_one_batch_deletes_as_none() -> None:
+    backing = BatchTable({"gone": 0, "kept": 1})
+    table = WriteBehindTable(backing, cache_size=10)
+    table["a"] = 1
+    table["a"] = 2
+    del table["gone"]
+    assert table.flush() == 2
+    assert backing.batches == [{"a": 2, "gone": None}] and backing == {"kept": 1, "a": 2}
+    assert table["a"] == 2 and table.flush() == 0 and backing.batches[1:] == [{}]

@@ -418,9 +418,14 @@ class TermFrequencies:
     Stored as counts so the table can be serialised and updated as records arrive.
     """
 
+    # Distinct token sets whose u is kept; the memo starts again past this many.
+    memo_size = 200_000
+
     def __init__(self, counts: Mapping[str, int] | None = None, total: int = 0) -> None:
         self.counts: Counter[str] = Counter(counts or {})
         self.total = total
+        # u by (tokens, floor): the same few names are scored again with every change near them.
+        self._u: dict[tuple[tuple[str, ...], float], float] = {}
 
     @classmethod
     def from_records(cls, records: Iterable[Any], comparison: Comparison) -> TermFrequencies:
@@ -434,6 +439,7 @@ class TermFrequencies:
         """Count one record's tokens."""
         self.total += 1
         self.counts.update(tokens)
+        self._u.clear()
 
     def frequency(self, token: str) -> float:
         """Share of records carrying ``token`` (at least one record's worth)."""
@@ -443,8 +449,13 @@ class TermFrequencies:
 
     def u_value(self, tokens: Iterable[str], minimum_u: float) -> float:
         """Chance a random record agrees on all ``tokens``, assuming tokens independent, floored."""
-        log_u = sum(math.log(self.frequency(token)) for token in tokens)
-        return max(math.exp(log_u), minimum_u)
+        key = (tuple(tokens), minimum_u)
+        u = self._u.get(key)
+        if u is None:
+            if len(self._u) >= self.memo_size:
+                self._u.clear()
+            u = self._u[key] = max(math.exp(sum(math.log(self.frequency(token)) for token in key[0])), minimum_u)
+        return u
 
     def to_dict(self) -> dict[str, Any]:
         """Serialisable form: total records and per-token counts."""
