@@ -19,6 +19,7 @@ from simpul.streams.changes import ChangeError, RowChange, decode_changes, encod
 from simpul.streams.citizens import CITIZEN, LINK, Output
 from simpul.streams.router import EnvelopeReader, SchemaUnavailable
 from simpul.streams.stores import WriteBehindTable
+from simpul.streams.tables import changelog_table
 from simpul.streams.topology import SourceTopic
 
 
@@ -192,3 +193,14 @@ def test_a_batch_writable_table_gets_each_flush_as_one_batch_deletes_as_none() -
     assert table.flush() == 2
     assert backing.batches == [{"a": 2, "gone": None}] and backing == {"kept": 1, "a": 2}
     assert table["a"] == 2 and table.flush() == 0 and backing.batches[1:] == [{}]
+
+
+def test_a_changelog_table_encodes_keys_and_values_as_its_faust_store_does() -> None:
+    import faust
+
+    app = faust.App("plumbing-codec", store="memory://")
+    table = changelog_table(app, "codec", producer=None)  # type: ignore[arg-type]  # nothing is sent here
+    value = {"p": [3, 17], "v": {"nama": "Sugeng Santoso", "é": None}, "f": 1.5, "l": {"r": ["nik", 1.0]}}
+    assert table._dumps_key("disdukcapil:public.penduduk:1") == table.data._encode_key("disdukcapil:public.penduduk:1")
+    assert table._dumps_value(value) == table.data._encode_value(value)
+    assert table._loads_value(table._dumps_value(value)) == table.data._decode_value(table.data._encode_value(value)) == value
