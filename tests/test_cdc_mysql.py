@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -361,6 +362,73 @@ def test_kill_9_mid_stream_then_restart_loses_no_committed_row(agency_config: Si
             first.kill()
             first.wait(10)
         reader.close()
+
+
+def test_a_server_restart_under_a_running_connector_loses_no_committed_row(
+    agency_config: SimpulConfig, stack_config: SimpulConfig, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server is killed (as a crash or an out-of-memory kill would) while a writer runs, and
+    comes back: the connector reconnects on its own and resumes from its stored position."""
+    from simpul.stack import LocalStack
+    from simpul.stack.mariadb import MariaDBServer
+
+    config, source = _source(agency_config, unique_name, ["orang"])
+    topic = f"{unique_name}.{source.database}.orang"
+    _sql(source, "CREATE TABLE orang (id INT PRIMARY KEY, nama VARCHAR(50) NOT NULL) ENGINE=InnoDB", "INSERT INTO orang VALUES (1, 'awal')")
+    committed: list[int] = []
+    stop_writing = threading.Event()
+
+    def writer() -> None:
+        next_id = 2
+        while not stop_writing.is_set():
+            try:
+                conn = _db(source)
+                with conn, conn.cursor() as cursor:
+                    while not stop_writing.is_set():
+                        cursor.execute("INSERT INTO orang VALUES (%s, 'x')", (next_id,))
+                        committed.append(next_id)  # autocommit: committed once execute returns
+                        next_id += 1
+                        time.sleep(0.005)
+            except pymysql.err.Error:
+                time.sleep(0.2)  # the server is down: a row whose insert failed was never committed
+
+    reader = Reader(config, [topic], unique_name)
+    server = MariaDBServer(stack_config)
+    writing = threading.Thread(target=writer)
+    caplog.set_level(logging.WARNING, logger="simpul.cdc.mysql.connector")
+    try:
+        with _running(config, source):
+            (snapshot,) = reader.read(1, timeout=60)
+            assert snapshot[2]["op"] == "r"
+            writing.start()
+            time.sleep(1.5)
+            pid = server.process.pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            wait_gone([pid], 30)
+            time.sleep(2)
+            LocalStack(stack_config).up()
+            time.sleep(2)
+            stop_writing.set()
+            writing.join(30)
+            expected = set(committed) | {1}
+            seen: dict[int, set[tuple[str, int, int]]] = collections.defaultdict(set)
+            seen[1].add(("snapshot", 0, 0))
+            deadline = time.monotonic() + 60
+            while not expected <= set(seen) and time.monotonic() < deadline:
+                for _, _, value in reader.read(len(expected) - len(seen), timeout=2):
+                    src = value["source"]
+                    seen[value["after"]["id"]].add((src["file"], src["pos"], src["row"]))
+            assert expected <= set(seen), f"{len(expected - set(seen))} committed row(s) missing after the server restart"
+            assert all(len(positions) == 1 for positions in seen.values()), "a replayed event repeats its source position"
+        assert any("database connection lost" in r.getMessage() for r in caplog.records)
+    finally:
+        stop_writing.set()
+        if writing.is_alive():
+            writing.join(30)
+        reader.close()
+        if server.process.pid() is None:
+            LocalStack(stack_config).up()
 
 
 def test_snapshot_without_reload_privilege_locks_the_tables(
