@@ -301,6 +301,20 @@ def _spawn(config: SimpulConfig) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _assert_each_row_once_at_one_position(reader: Reader, expected: set[int], after: str) -> None:
+    """Every committed id (1 came from the snapshot, the rest streamed) is read, and an event read
+    twice carries the same binlog position both times."""
+    seen: dict[int, set[tuple[str, int, int]]] = collections.defaultdict(set)
+    seen[1].add(("snapshot", 0, 0))
+    deadline = time.monotonic() + 60
+    while not expected <= set(seen) and time.monotonic() < deadline:
+        for _, _, value in reader.read(len(expected) - len(seen), timeout=2):
+            src = value["source"]
+            seen[value["after"]["id"]].add((src["file"], src["pos"], src["row"]))
+    assert expected <= set(seen), f"{len(expected - set(seen))} committed row(s) missing after {after}"
+    assert all(len(positions) == 1 for positions in seen.values()), "a replayed event repeats its source position"
+
+
 @BOTH_ENCODINGS
 def test_kill_9_mid_stream_then_restart_loses_no_committed_row(agency_config: SimpulConfig, unique_name: str, workers: int) -> None:
     config, source = _source(agency_config, unique_name, ["orang"], workers=workers)
@@ -340,16 +354,7 @@ def test_kill_9_mid_stream_then_restart_loses_no_committed_row(agency_config: Si
             time.sleep(1.5)
             stop_writing.set()
             writing.join(10)
-            expected = set(committed) | {1}
-            seen: dict[int, set[tuple[str, int, int]]] = collections.defaultdict(set)
-            seen[1].add(("snapshot", 0, 0))
-            deadline = time.monotonic() + 60
-            while not expected <= set(seen) and time.monotonic() < deadline:
-                for _, _, value in reader.read(len(expected) - len(seen), timeout=2):
-                    src = value["source"]
-                    seen[value["after"]["id"]].add((src["file"], src["pos"], src["row"]))
-            assert expected <= set(seen), f"{len(expected - set(seen))} committed row(s) missing after kill -9 and restart"
-            assert all(len(positions) == 1 for positions in seen.values()), "a replayed event repeats its source position"
+            _assert_each_row_once_at_one_position(reader, set(committed) | {1}, "kill -9 and restart")
             second.send_signal(signal.SIGTERM)
             assert second.wait(15) == 0, second.stderr.read().decode()[-2000:] if second.stderr else ""
         finally:
@@ -411,16 +416,7 @@ def test_a_server_restart_under_a_running_connector_loses_no_committed_row(
             time.sleep(2)
             stop_writing.set()
             writing.join(30)
-            expected = set(committed) | {1}
-            seen: dict[int, set[tuple[str, int, int]]] = collections.defaultdict(set)
-            seen[1].add(("snapshot", 0, 0))
-            deadline = time.monotonic() + 60
-            while not expected <= set(seen) and time.monotonic() < deadline:
-                for _, _, value in reader.read(len(expected) - len(seen), timeout=2):
-                    src = value["source"]
-                    seen[value["after"]["id"]].add((src["file"], src["pos"], src["row"]))
-            assert expected <= set(seen), f"{len(expected - set(seen))} committed row(s) missing after the server restart"
-            assert all(len(positions) == 1 for positions in seen.values()), "a replayed event repeats its source position"
+            _assert_each_row_once_at_one_position(reader, set(committed) | {1}, "the server restart")
         assert any("database connection lost" in r.getMessage() for r in caplog.records)
     finally:
         stop_writing.set()

@@ -4,6 +4,7 @@ confluent-kafka's own AvroDeserializer, as any Debezium consumer would."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -314,6 +315,57 @@ def test_kill_9_then_restart_loses_nothing(pg, read_topic, tmp_path: Path) -> No
             by_id.setdefault(r.value["after"]["id"], set()).add(r.value["source"]["lsn"])
     # at-least-once: a row may repeat after a crash, but only with the same source position
     assert all(len(lsns) == 1 for lsns in by_id.values())
+
+
+def test_a_server_crash_under_a_running_connector_loses_nothing(pg, read_topic, stack_config: SimpulConfig, caplog: pytest.LogCaptureFixture) -> None:
+    """PostgreSQL stops at once, without a checkpoint (as after a crash), while a writer runs, and
+    starts again with crash recovery: the connector reconnects on its own and resumes from the slot."""
+    from simpul.stack import LocalStack
+    from simpul.stack.postgres import PostgresServer
+
+    config, source = pg
+    server = PostgresServer(stack_config)
+    stop = threading.Event()
+    committed: list[int] = []
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                with psycopg.connect(source.dsn(), autocommit=True) as conn:
+                    while not stop.is_set():
+                        committed.extend(row[0] for row in conn.execute("INSERT INTO orang (nama) VALUES ('w') RETURNING id").fetchall())
+                        time.sleep(0.005)
+            except psycopg.Error:
+                time.sleep(0.2)  # the server is down: an insert that failed was never committed
+
+    caplog.set_level(logging.WARNING, logger="simpul.cdc.postgres.connector")
+    thread = threading.Thread(target=writer)
+    try:
+        with running(config, source):
+            thread.start()
+            time.sleep(1.5)
+            pid = server.process.pid()
+            assert pid is not None
+            os.kill(pid, signal.SIGQUIT)  # immediate shutdown: no checkpoint, crash recovery at the next start
+            wait_gone([pid], 30)
+            LocalStack(stack_config).up()
+            time.sleep(2)
+            stop.set()
+            thread.join(30)
+            records = read_topic(f"{source.topic_prefix}.public.orang", _every_id_arrived(set(committed)), timeout=120)
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(30)
+        if server.process.pid() is None:
+            LocalStack(stack_config).up()
+    by_id: dict[int, set[int]] = {}
+    for r in records:
+        if r.value:
+            by_id.setdefault(r.value["after"]["id"], set()).add(r.value["source"]["lsn"])
+    assert set(committed) <= set(by_id), f"{len(set(committed) - set(by_id))} committed rows never reached Kafka"
+    assert all(len(lsns) == 1 for lsns in by_id.values()), "a replayed event repeats its source position"
+    assert any("database connection lost" in r.getMessage() for r in caplog.records)
 
 
 def test_column_rules_hash_mask_and_exclude_before_kafka(pg, read_topic, monkeypatch: pytest.MonkeyPatch) -> None:
