@@ -41,6 +41,8 @@ from simpul.shutdown import Shutdown
 log = logging.getLogger(__name__)
 
 READ_WAIT_S = 0.01
+# How often a busy stream stops to publish what is encoded and serve Kafka's acknowledgements.
+SERVE_EVERY_S = 0.01
 OFFSET_SAVE_EVERY_S = 1.0
 SLOT_LAG_EVERY_S = 5.0
 SNAPSHOT_FETCH_ROWS = 5_000
@@ -230,21 +232,26 @@ class PostgresConnector:
             while not self.shutdown.requested:
                 received = 0
                 batch = _Batch()
+                served = time.monotonic()
                 for lsn, data in stream.read(self.source.capture.max_batch_events, READ_WAIT_S):
                     received += 1
+                    now = time.monotonic()
                     if data[0] in ROW_MESSAGE_KINDS:
                         if not batch.rows:
-                            batch.opened = time.monotonic()
+                            batch.opened = now
                         batch.rows.append((lsn, data, transaction.xid, transaction.commit_time_us, self.progress.last_committed_lsn, transaction.events == 0))
                         transaction.events += 1
-                        if len(batch.rows) >= POOL_BATCH_ROWS or time.monotonic() - batch.opened >= POOL_BATCH_WAIT_S:
-                            batch = self._submit(batch, "changes", batch.rows)
-                            self.output.publish_ready()
                     else:
                         batch = self._handle(self.decoder.decode(data), transaction, batch, admin)
-                    if received % 1_000 == 0:
+                    if batch.rows and (len(batch.rows) >= POOL_BATCH_ROWS or now - batch.opened >= POOL_BATCH_WAIT_S):
+                        batch = self._submit(batch, "changes", batch.rows)
+                        self.output.publish_ready()
+                    if now - served >= SERVE_EVERY_S:
+                        # A steady trickle of messages rarely leaves the stream quiet for READ_WAIT_S:
+                        # acknowledgements are served (and the commit-to-ack lag measured) as they come.
                         self.output.publish_ready()
                         self.publisher.poll(0)
+                        served = now
                         if self.shutdown.requested:
                             break
                 self._submit(batch, "changes", batch.rows)
