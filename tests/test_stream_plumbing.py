@@ -204,3 +204,22 @@ def test_a_changelog_table_encodes_keys_and_values_as_its_faust_store_does() -> 
     assert table._dumps_key("disdukcapil:public.penduduk:1") == table.data._encode_key("disdukcapil:public.penduduk:1")
     assert table._dumps_value(value) == table.data._encode_value(value)
     assert table._loads_value(table._dumps_value(value)) == table.data._decode_value(table.data._encode_value(value)) == value
+
+
+def test_the_resolvers_consumer_asks_the_broker_to_hold_a_fetch_at_most_100_ms() -> None:
+    import asyncio
+
+    import faust
+
+    from simpul.streams.app import FETCH_MAX_WAIT_MS, PromptFetchConsumer
+
+    async def held_for() -> int:
+        app = faust.App("plumbing-fetch", broker="kafka://127.0.0.1:1", store="memory://")  # never connected
+        app.transport.Consumer = PromptFetchConsumer
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert FETCH_MAX_WAIT_MS == 100 and asyncio.run(held_for()) == 100
