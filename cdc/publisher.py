@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -34,6 +35,8 @@ from simpul.config import SimpulConfig, SourceSettings
 from simpul.kafka import client_config, create_topics, streaming_producer_config
 from simpul.metrics import LabelledChildren
 from simpul.schemas.wire import ConfluentAvroEncoder, SchemaRegistrar
+
+log = logging.getLogger(__name__)
 
 Position = dict[str, Any]
 
@@ -55,6 +58,17 @@ HEARTBEAT_VALUE_SCHEMA: dict[str, Any] = {
 
 class IncompatibleSchema(Exception):
     """The registry refused a table's new schema (incompatible or invalid)."""
+
+
+def registered_encoders(
+    key_schema: dict[str, Any] | None, key_id: int | None, value_schema: dict[str, Any], value_id: int | None,
+) -> tuple[ConfluentAvroEncoder | None, ConfluentAvroEncoder | None]:
+    """Encoders of a table's schemas under the ids :meth:`EventPublisher.register_table` gave, for
+    a process that registers nothing itself (an encoding worker); None where there is no id.
+    The value encoder writes a ``source`` block passed again, the same dict, only once."""
+    key = ConfluentAvroEncoder(key_schema, key_id) if key_schema is not None and key_id is not None else None
+    value = ConfluentAvroEncoder(value_schema, value_id, repeated_field="source") if value_id is not None else None
+    return key, value
 
 
 class PublishError(RuntimeError):
@@ -137,6 +151,17 @@ class EventPublisher:
         kafka = self.config.kafka
         create_topics(client_config(kafka), [NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing])
         self._topics.update(missing)
+
+    def register_table(self, topic: str, table: str, key_schema: dict[str, Any] | None, value_schema: dict[str, Any]) -> tuple[int | None, int | None, str | None]:
+        """Register a table's key and value schemas on ``topic``: (key id, value id, None), or
+        (None, None, why) when the registry refuses them, which is logged here: the table's rows
+        go to the dead letters until its next description."""
+        try:
+            key_id = self.encoder(topic, key_schema, True).schema_id if key_schema is not None else None
+            return key_id, self.encoder(topic, value_schema, False).schema_id, None
+        except IncompatibleSchema as exc:
+            log.warning("%s: the registry refused the new schema of %s; its rows go to the dead letters", self.source.name, table)
+            return None, None, f"{type(exc).__name__}: {exc}"
 
     def encoder(self, topic: str, schema: dict[str, Any], is_key: bool) -> ConfluentAvroEncoder:
         """The encoder of ``schema`` on ``topic``, registering it the first time it is seen.

@@ -12,16 +12,16 @@ import logging
 
 import pymysql
 
-from simpul.cdc.snapshot_modes import needs_snapshot
-from simpul.cdc.mysql.binlog import BinlogStreamer
-from simpul.cdc import metrics
 from simpul.cdc.encoding_pool import EncodingPool
+from simpul.cdc.mysql.binlog import BinlogStreamer
 from simpul.cdc.mysql.events import EventWriter
 from simpul.cdc.mysql.row_encoder import MysqlRowEncoder
 from simpul.cdc.mysql.schema import SchemaCache
 from simpul.cdc.mysql.snapshot import BinlogPosition, SnapshotInterrupted, current_position, take_snapshot
 from simpul.cdc.offsets import OffsetStore
 from simpul.cdc.publisher import EventPublisher
+from simpul.cdc.reconnect import run_reconnecting
+from simpul.cdc.snapshot_modes import needs_snapshot
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import ConfigError, SimpulConfig, SourceSettings
 from simpul.databases import connect_mysql
@@ -47,36 +47,28 @@ class MySqlConnector:
         self.schemas = SchemaCache(self.source.topic_prefix, self.source.database)
 
     def run(self) -> None:
-        """Snapshot if needed, then stream until a stop is asked for; reconnects after outages.
-
-        After a lost connection (the server restarted, the network dropped) streaming starts again
-        from the stored position, as after a crash: the events since then may be published again,
-        with the same source positions, and nothing committed is skipped.
-        """
+        """Snapshot if needed, then stream until a stop is asked for; reconnects after outages
+        (see :func:`run_reconnecting`)."""
         source = self.source
         publisher = EventPublisher(self.config, source)
         offsets = OffsetStore(self.config)
         pool = EncodingPool(source.name, MysqlRowEncoder, (source,), source.capture.workers)
-        backoff = 0.5
         try:
             publisher.ensure_topics([self.schemas.topic(t.split(".", 1)[1]) for t in source.tables])
             writer = EventWriter(publisher, source, pool)
-            while not self.shutdown.requested:
-                try:
-                    start = self._start(publisher, offsets, writer)
-                    if start is None or source.capture.snapshot_mode == "initial_only" or self.shutdown.requested:
-                        return
-                    BinlogStreamer(source, publisher, offsets, writer, self.schemas, self.transforms, self.shutdown).run(start)
-                    return
-                except (pymysql.err.OperationalError, pymysql.err.InterfaceError) as exc:
-                    metrics.CONNECTED.labels(source.name).set(0)
-                    log.warning("%s: database connection lost (%s %s); reconnecting in %.1fs", source.name, type(exc).__name__, exc.args[0] if exc.args else "", backoff)
-                    self.shutdown.wait(backoff)
-                    backoff = min(backoff * 2, 30)
+            lost = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+            run_reconnecting(source.name, lambda: self._capture(publisher, offsets, writer), lost, self.shutdown, log)
         finally:
             pool.close()
             publisher.close()
             offsets.close()
+
+    def _capture(self, publisher: EventPublisher, offsets: OffsetStore, writer: EventWriter) -> None:
+        """One connected run: from the stored position (after a snapshot if one is needed) until a stop."""
+        start = self._start(publisher, offsets, writer)
+        if start is None or self.source.capture.snapshot_mode == "initial_only" or self.shutdown.requested:
+            return
+        BinlogStreamer(self.source, publisher, offsets, writer, self.schemas, self.transforms, self.shutdown).run(start)
 
     def _start(self, publisher: EventPublisher, offsets: OffsetStore, writer: EventWriter) -> BinlogPosition | None:
         """Where streaming starts, after a snapshot if one is needed; None if stopped during it."""

@@ -20,7 +20,7 @@ from simpul.cdc import metrics
 from simpul.cdc.encoding_pool import EncodingPool, PooledPublishing
 from simpul.cdc.mysql.row_encoder import QualityNote, RowImage, SourcePosition, TableLayout
 from simpul.cdc.mysql.schema import TableSchema
-from simpul.cdc.publisher import EventPublisher, IncompatibleSchema
+from simpul.cdc.publisher import EventPublisher
 from simpul.config import SourceSettings
 
 log = logging.getLogger(__name__)
@@ -118,15 +118,9 @@ class EventWriter:
         ref = id(schema)
         if self._layouts.get(ref) is schema:
             return ref
-        key_id = value_id = refused = None
-        try:
-            key_id = self.publisher.encoder(schema.topic, schema.key, True).schema_id if schema.key is not None else None
-            value_id = self.publisher.encoder(schema.topic, schema.envelope, False).schema_id
-        except IncompatibleSchema as exc:
-            refused = f"{type(exc).__name__}: {exc}"
-            log.warning("%s: the registry refused the new schema of %s; its rows go to the dead letters", self.source.name, schema.table)
+        registered = self.publisher.register_table(schema.topic, schema.table, schema.key, schema.envelope)
         table = schema.table.split(".", 1)[1]
-        self.pool.broadcast("describe", TableLayout(ref, table, schema.columns, schema.key_columns, key_id, value_id, refused))
+        self.pool.broadcast("describe", TableLayout(ref, table, schema.columns, schema.key_columns, *registered))
         # Held here, the schema object keeps its id, so the ref never names another layout.
         self._layouts[ref] = schema
         return ref

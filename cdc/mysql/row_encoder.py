@@ -16,7 +16,7 @@ from typing import Any, Union
 from simpul.cdc.envelope import DEBEZIUM_VERSION
 from simpul.cdc.mysql.schema import TableSchema, build_table_schema
 from simpul.cdc.mysql.types import MysqlColumn
-from simpul.cdc.publisher import DeadLetter
+from simpul.cdc.publisher import DeadLetter, registered_encoders
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import SourceSettings
 from simpul.schemas.wire import ConfluentAvroEncoder
@@ -88,8 +88,7 @@ class MysqlRowEncoder:
         """Take a table layout: later rows naming its ``ref`` convert and encode with it."""
         qualified = f"{self.database}.{layout.table}"
         schema = build_table_schema(f"{self.prefix}.{qualified}", qualified, layout.columns, layout.key_columns, self.transforms.for_table(qualified))
-        key = ConfluentAvroEncoder(schema.key, layout.key_schema_id) if schema.key is not None and layout.key_schema_id is not None else None
-        value = ConfluentAvroEncoder(schema.envelope, layout.value_schema_id, repeated_field="source") if layout.value_schema_id is not None else None
+        key, value = registered_encoders(schema.key, layout.key_schema_id, schema.envelope, layout.value_schema_id)
         self._layouts[layout.ref] = _Layout(schema, key, value, layout.refused)
 
     def rows(self, images: list[RowImage]) -> list[list[Any]]:

@@ -31,7 +31,8 @@ from simpul.cdc.postgres.pgoutput import Begin, Commit, PgOutputDecoder, Relatio
 from simpul.cdc.postgres.replication import ReplicationStream
 from simpul.cdc.postgres.row_encoder import ROW_MESSAGE_KINDS, RowEncoder, RowMessage, TableDescription
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
-from simpul.cdc.publisher import EventPublisher, IncompatibleSchema
+from simpul.cdc.reconnect import run_reconnecting
+from simpul.cdc.publisher import EventPublisher
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import SimpulConfig, SourceSettings
 from simpul.databases import connect_postgres
@@ -105,19 +106,10 @@ class PostgresConnector:
 
     def run(self) -> None:
         """Snapshot if the mode asks for it, then stream until shutdown; reconnects after outages."""
-        backoff = 0.5
         self.pool = EncodingPool(self.source.name, RowEncoder, (self.source,), self.source.capture.workers)
         self.output = PooledPublishing(self.pool, self.publisher, POOL_MAX_OUTSTANDING)
         try:
-            while not self.shutdown.requested:
-                try:
-                    self._run_connected()
-                    return
-                except psycopg.OperationalError as exc:
-                    metrics.CONNECTED.labels(self.source.name).set(0)
-                    log.warning("%s: database connection lost (%s); reconnecting in %.1fs", self.source.name, type(exc).__name__, backoff)
-                    self.shutdown.wait(backoff)
-                    backoff = min(backoff * 2, 30)
+            run_reconnecting(self.source.name, self._run_connected, (psycopg.OperationalError,), self.shutdown, log)
         finally:
             metrics.CONNECTED.labels(self.source.name).set(0)
             self.pool.close()
@@ -202,9 +194,9 @@ class PostgresConnector:
                         cursor.execute(sql.SQL("SELECT {} FROM {}").format(columns, sql.Identifier(*catalog.split_table(table))))
                         while rows := cursor.fetchmany(SNAPSHOT_FETCH_ROWS):
                             if held is not None:
-                                self._submit(_Batch(), "reads", held[0], held[1], lsn, "true", [held[2]])
+                                self.output.submit([], "reads", held[0], held[1], lsn, "true", [held[2]])
                             for at in range(0, len(rows) - 1, POOL_BATCH_ROWS):
-                                self._submit(_Batch(), "reads", oid, started_us, lsn, "true", rows[at : min(at + POOL_BATCH_ROWS, len(rows) - 1)])
+                                self.output.submit([], "reads", oid, started_us, lsn, "true", rows[at : min(at + POOL_BATCH_ROWS, len(rows) - 1)])
                             held = (oid, started_us, rows[-1])
                             self.output.publish_ready()
                             tracker.advance(len(rows))
@@ -214,7 +206,7 @@ class PostgresConnector:
                                 raise ConnectorError(f"{name}: stopped during the snapshot; it runs again at the next start")
                     metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(self.source.tables) - done - 1)
             if held is not None:
-                self._submit(_Batch(), "reads", held[0], held[1], lsn, "last", [held[2]])
+                self.output.submit([], "reads", held[0], held[1], lsn, "last", [held[2]])
         self.output.publish_ready(wait=True)
         self.publisher.flush(300)
         self._save_offset(lsn)
@@ -244,7 +236,7 @@ class PostgresConnector:
                     else:
                         batch = self._handle(self.decoder.decode(data), transaction, batch, admin)
                     if batch.rows and (len(batch.rows) >= POOL_BATCH_ROWS or now - batch.opened >= POOL_BATCH_WAIT_S):
-                        batch = self._submit(batch, "changes", batch.rows)
+                        batch = self._submit(batch)
                         self.output.publish_ready()
                     if now - served >= SERVE_EVERY_S:
                         # A steady trickle of messages rarely leaves the stream quiet for READ_WAIT_S:
@@ -254,7 +246,7 @@ class PostgresConnector:
                         served = now
                         if self.shutdown.requested:
                             break
-                self._submit(batch, "changes", batch.rows)
+                self._submit(batch)
                 self.output.publish_ready()
                 self.publisher.poll(0.001 if self.publisher.in_flight or self.pool.outstanding else 0)
                 self._confirm(stream)
@@ -292,7 +284,7 @@ class PostgresConnector:
             metrics.TRANSACTIONS.labels(self.source.name).inc()
         elif isinstance(message, Relation):
             # Rows before the new description must be decoded with the old one: they go first.
-            batch = self._submit(batch, "changes", batch.rows)
+            batch = self._submit(batch)
             self._schema_for(catalog_conn, message)
         return batch
 
@@ -312,22 +304,16 @@ class PostgresConnector:
         enums = catalog.enum_labels(conn, user_types) if user_types else None
         transform = self.transforms.for_table(relation.qualified_name)
         schema = build_table_schema(self.topics[relation.qualified_name], relation, enums, transform)
-        key_id = value_id = refused = None
-        try:
-            key_id = self.publisher.encoder(schema.topic, schema.key, True).schema_id if schema.key is not None else None
-            value_id = self.publisher.encoder(schema.topic, schema.envelope, False).schema_id
-        except IncompatibleSchema as exc:
-            refused = str(exc)
-            log.warning("%s: the registry refused the new schema of %s; its rows go to the dead letters", self.source.name, relation.qualified_name)
-        self.pool.broadcast("describe", TableDescription(described, relation, enums, key_id, value_id, refused))
+        registered = self.publisher.register_table(schema.topic, relation.qualified_name, schema.key, schema.envelope)
+        self.pool.broadcast("describe", TableDescription(described, relation, enums, *registered))
         self.schemas[described.oid] = (described, schema)
         return schema
 
-    def _submit(self, batch: _Batch, method: str, *args: Any) -> _Batch:
-        """Hand ``batch``'s rows to the encoding pool (``method(*args)``), its checkpoints
-        behind them; returns a new, empty batch."""
-        if batch.rows or method == "reads":
-            self.output.submit(batch.checkpoints, method, *args)
+    def _submit(self, batch: _Batch) -> _Batch:
+        """Hand ``batch``'s rows to the encoding pool, its checkpoints behind them; returns a new,
+        empty batch."""
+        if batch.rows:
+            self.output.submit(batch.checkpoints, "changes", batch.rows)
         else:
             self.output.mark(batch.checkpoints)
         return _Batch()

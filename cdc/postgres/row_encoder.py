@@ -16,7 +16,7 @@ from typing import Any, Union
 from simpul.cdc.postgres.events import Event, SourcePosition, change_events, now_us, read_event, source_block, truncate_event
 from simpul.cdc.postgres.pgoutput import Delete, Insert, PgOutputDecoder, RawValue, Relation, Truncate, Update
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
-from simpul.cdc.publisher import DeadLetter
+from simpul.cdc.publisher import DeadLetter, registered_encoders
 from simpul.cdc.transforms import ColumnTransforms, TableTransform
 from simpul.config import SourceSettings
 from simpul.schemas.wire import ConfluentAvroEncoder
@@ -72,8 +72,7 @@ class RowEncoder:
         relation = table.keyed
         transform = self.transforms.for_table(relation.qualified_name)
         schema = build_table_schema(f"{self.prefix}.{relation.qualified_name}", relation, table.enums, transform)
-        key = ConfluentAvroEncoder(schema.key, table.key_schema_id) if schema.key is not None and table.key_schema_id is not None else None
-        value = ConfluentAvroEncoder(schema.envelope, table.value_schema_id, repeated_field="source") if table.value_schema_id is not None else None
+        key, value = registered_encoders(schema.key, table.key_schema_id, schema.envelope, table.value_schema_id)
         self.decoder.relations[table.described.oid] = table.described
         self._tables[table.described.oid] = _Table(schema, transform, key, value, table.refused)
 
