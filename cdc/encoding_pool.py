@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,10 +174,13 @@ def _serve(factory: Callable[..., Any], args: tuple[Any, ...], inbox: Any, resul
 
 
 class PooledPublishing:
-    """Batches handed to an :class:`EncodingPool`, published in submission order with the
-    checkpoints that fall between their rows.
+    """Rows collected into batches for an :class:`EncodingPool`, published in submission order
+    with the checkpoints that fall between them.
 
-    A submitted call returns one outcome per input row: a list whose items are encoded events
+    A connector :meth:`add`\\ s rows and :meth:`checkpoint`\\ s positions in log order and
+    :meth:`send`\\ s the batch when it is due (a full batch goes at once); the batch becomes one
+    call ``batch_method(rows)``. Other calls (a snapshot's reads) are :meth:`submit`\\ ted as
+    they are. A call returns one outcome per input row: a list whose items are encoded events
     ``(topic, key, value, table, op, commit_ms)``, :class:`DeadLetter`\\ s, or anything else,
     which goes to ``on_other`` (a connector's data-quality notes). A checkpoint ``(n, position)``
     of a batch is marked after its first ``n`` rows are published, so the publisher confirms a
@@ -184,19 +188,57 @@ class PooledPublishing:
     """
 
     def __init__(
-        self, pool: EncodingPool, publisher: EventPublisher, max_outstanding: int = 4, on_other: Callable[[Any], None] | None = None,
+        self, pool: EncodingPool, publisher: EventPublisher, batch_method: str, batch_rows: int, max_outstanding: int = 4,
+        on_other: Callable[[Any], None] | None = None,
     ) -> None:
         self.pool = pool
         self.publisher = publisher
+        self.batch_method = batch_method
+        self.batch_rows = batch_rows
         self.max_outstanding = max_outstanding * pool.workers
         self.on_other = on_other
         # Per call in submission order: whether the pool has a result for it, and its checkpoints.
         self._submitted: deque[tuple[bool, list[tuple[int, Any]]]] = deque()
+        # The batch being collected: its rows, its checkpoints, and when its first row came (monotonic).
+        self._rows: list[Any] = []
+        self._checkpoints: list[tuple[int, Any]] = []
+        self._opened = 0.0
 
     @property
     def idle(self) -> bool:
-        """Nothing submitted waits to be published."""
-        return not self._submitted
+        """Nothing collected or submitted waits to be published."""
+        return not (self._submitted or self._rows or self._checkpoints)
+
+    @property
+    def collected(self) -> tuple[int, int]:
+        """(rows, checkpoints) collected for the next batch."""
+        return len(self._rows), len(self._checkpoints)
+
+    def waited(self, now: float) -> float:
+        """How long (seconds, to monotonic ``now``) the batch's first row has waited; 0 without rows."""
+        return now - self._opened if self._rows else 0.0
+
+    def add(self, row: Any) -> None:
+        """Collect one row for the next batch; a full batch is sent (and what is ready published)."""
+        if not self._rows:
+            self._opened = time.monotonic()
+        self._rows.append(row)
+        if len(self._rows) >= self.batch_rows:
+            self.send()
+            self.publish_ready()
+
+    def checkpoint(self, position: Any) -> None:
+        """Every row collected so far is at or before ``position`` (a source transaction ended)."""
+        self._checkpoints.append((len(self._rows), position))
+
+    def send(self) -> None:
+        """Hand the collected rows to the pool, the checkpoints among them (checkpoints alone
+        are marked once everything submitted before is published)."""
+        if self._rows:
+            self.submit(self._checkpoints, self.batch_method, self._rows)
+        elif self._checkpoints:
+            self._submitted.append((False, self._checkpoints))
+        self._rows, self._checkpoints = [], []
 
     def submit(self, checkpoints: list[tuple[int, Any]], method: str, *args: Any) -> None:
         """Call ``method(*args)`` on the pool; its outcomes and ``checkpoints`` publish in turn.
@@ -205,11 +247,6 @@ class PooledPublishing:
         self._submitted.append((True, checkpoints))
         while self.pool.outstanding > self.max_outstanding:
             self._publish_next()
-
-    def mark(self, checkpoints: list[tuple[int, Any]]) -> None:
-        """Checkpoints with no rows of their own, marked once everything submitted before is published."""
-        if checkpoints:
-            self._submitted.append((False, checkpoints))
 
     def publish_ready(self, wait: bool = False) -> None:
         """Publish every submitted call whose result is in (``wait``: every one, waiting for them)."""

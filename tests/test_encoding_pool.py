@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import wait_gone
-from simpul.cdc.encoding_pool import EncodingPool
+from simpul.cdc.encoding_pool import EncodingPool, PooledPublishing
 from simpul.cdc.errors import ConnectorError
 
 
@@ -90,3 +90,44 @@ def test_ready_says_whether_the_oldest_result_can_be_taken_without_waiting() -> 
         assert pool.next_result()[0][1] == 1
     finally:
         pool.close()
+
+
+class Echo:
+    """A worker object whose outcome for each row is one encoded event naming the row."""
+
+    def encode(self, rows: list[str]) -> list[list[tuple[str, bytes, bytes, str, str, None]]]:
+        return [[("t", row.encode(), row.encode(), "table", "c", None)] for row in rows]
+
+
+class Recorder:
+    """Stands in for the publisher: what was published and checkpointed, in order."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, object]] = []
+
+    def publish_encoded(self, topic: str, key: bytes, value: bytes, table: str, op: str, commit_ms: None) -> None:
+        self.log.append(("event", key.decode()))
+
+    def checkpoint(self, position: object) -> None:
+        self.log.append(("checkpoint", position))
+
+
+def test_collected_rows_go_as_batches_with_their_checkpoints_between_them() -> None:
+    pool = EncodingPool("test", Echo, (), 1)
+    recorder = Recorder()
+    output = PooledPublishing(pool, recorder, "encode", batch_rows=3)  # type: ignore[arg-type]
+    output.checkpoint("p0")
+    output.add("a")
+    output.checkpoint("p1")
+    assert output.collected == (1, 2) and output.waited(time.monotonic() + 1) >= 1 and not output.idle
+    output.send()
+    output.checkpoint("p2")  # no rows of its own: marked after everything before
+    output.send()
+    for row in "bcd":  # the third row fills the batch, which goes at once
+        output.add(row)
+    assert output.collected == (0, 0) and output.waited(time.monotonic()) == 0.0
+    output.publish_ready(wait=True)
+    assert output.idle
+    assert recorder.log == [("checkpoint", "p0"), ("event", "a"), ("checkpoint", "p1"), ("checkpoint", "p2"),
+                            ("event", "b"), ("event", "c"), ("event", "d")]
+    pool.close()

@@ -18,7 +18,7 @@ from typing import Any
 
 from simpul.cdc import metrics
 from simpul.cdc.encoding_pool import EncodingPool, PooledPublishing
-from simpul.cdc.mysql.row_encoder import QualityNote, RowImage, SourcePosition, TableLayout
+from simpul.cdc.mysql.row_encoder import QualityNote, SourcePosition, TableLayout
 from simpul.cdc.mysql.schema import TableSchema
 from simpul.cdc.publisher import EventPublisher
 from simpul.config import SourceSettings
@@ -39,11 +39,8 @@ class EventWriter:
         self.publisher = publisher
         self.source = source
         self.pool = pool
-        self.output = PooledPublishing(pool, publisher, MAX_OUTSTANDING, on_other=self._note)
+        self.output = PooledPublishing(pool, publisher, "rows", BATCH_ROWS, MAX_OUTSTANDING, on_other=self._note)
         self._layouts: dict[int, TableSchema] = {}
-        self._images: list[RowImage] = []
-        self._checkpoints: list[tuple[int, dict[str, Any]]] = []
-        self._opened = 0.0
         self._noted: set[tuple[str, str, str]] = set()
 
     # --- row images, in log order ----------------------------------------------------------------
@@ -56,26 +53,26 @@ class EventWriter:
 
     def insert(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
         """A created row (``op: c``)."""
-        self._add((self._layout(schema), "c", None, row, None, none_sources, where))
+        self.output.add((self._layout(schema), "c", None, row, None, none_sources, where))
 
     def update(
         self, schema: TableSchema, before: dict[str, Any], after: dict[str, Any], where: SourcePosition,
         before_none: dict[str, str] | None = None, after_none: dict[str, str] | None = None,
     ) -> None:
         """An updated row (``op: u``); a changed primary key becomes ``d`` + tombstone, then ``c``."""
-        self._add((self._layout(schema), "u", before, after, before_none, after_none, where))
+        self.output.add((self._layout(schema), "u", before, after, before_none, after_none, where))
 
     def delete(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
         """A deleted row (``op: d``), then its tombstone."""
-        self._add((self._layout(schema), "d", row, None, none_sources, None, where))
+        self.output.add((self._layout(schema), "d", row, None, none_sources, None, where))
 
     def truncate(self, schema: TableSchema, where: SourcePosition) -> None:
         """A truncated table (``op: t``, no key, no row images)."""
-        self._add((self._layout(schema), "t", None, None, None, None, where))
+        self.output.add((self._layout(schema), "t", None, None, None, None, where))
 
     def checkpoint(self, position: dict[str, Any]) -> None:
         """Every row given so far is at or before ``position`` (a source transaction ended)."""
-        self._checkpoints.append((len(self._images), position))
+        self.output.checkpoint(position)
 
     # --- getting them out ------------------------------------------------------------------------
 
@@ -83,34 +80,23 @@ class EventWriter:
         """Hand the rows collected so far to the encoders when it is time, and publish what is
         encoded: in this process, once a transaction ended (one call per transaction); on
         workers, once the first row has waited ``BATCH_WAIT_S`` (batches of several transactions)."""
-        if self.pool.workers == 1 or not self._images:
-            due = bool(self._checkpoints)
+        rows, checkpoints = self.output.collected
+        if self.pool.workers == 1 or not rows:
+            due = checkpoints > 0
         else:
-            due = time.monotonic() - self._opened >= BATCH_WAIT_S
+            due = self.output.waited(time.monotonic()) >= BATCH_WAIT_S
         if due:
             self.send()
         self.output.publish_ready()
 
     def send(self) -> None:
         """Hand every row collected so far to the encoders (and the checkpoints among them)."""
-        if self._images:
-            self.output.submit(self._checkpoints, "rows", self._images)
-        else:
-            self.output.mark(self._checkpoints)
-        self._images, self._checkpoints = [], []
+        self.output.send()
 
     def publish_all(self) -> None:
         """Send, then wait until every row given so far is published (not yet acknowledged)."""
         self.send()
         self.output.publish_ready(wait=True)
-
-    def _add(self, image: RowImage) -> None:
-        if not self._images:
-            self._opened = time.monotonic()
-        self._images.append(image)
-        if len(self._images) >= BATCH_ROWS:
-            self.send()
-            self.output.publish_ready()
 
     def _layout(self, schema: TableSchema) -> int:
         """The encoders' name for ``schema``, its Avro schemas registered and the encoders told

@@ -63,15 +63,6 @@ class _Transaction:
 
 
 @dataclass
-class _Batch:
-    """Rows on their way to the encoding pool, and the checkpoints among them: (rows before it, position)."""
-
-    rows: list[RowMessage] = field(default_factory=list)
-    checkpoints: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    opened: float = 0.0  # when its first row came (monotonic)
-
-
-@dataclass
 class _Progress:
     last_committed_lsn: int | None = None
     last_saved: float = 0.0
@@ -107,7 +98,7 @@ class PostgresConnector:
     def run(self) -> None:
         """Snapshot if the mode asks for it, then stream until shutdown; reconnects after outages."""
         self.pool = EncodingPool(self.source.name, RowEncoder, (self.source,), self.source.capture.workers)
-        self.output = PooledPublishing(self.pool, self.publisher, POOL_MAX_OUTSTANDING)
+        self.output = PooledPublishing(self.pool, self.publisher, "changes", POOL_BATCH_ROWS, POOL_MAX_OUTSTANDING)
         try:
             run_reconnecting(self.source.name, self._run_connected, (psycopg.OperationalError,), self.shutdown, log)
         finally:
@@ -223,20 +214,18 @@ class PostgresConnector:
         try:
             while not self.shutdown.requested:
                 received = 0
-                batch = _Batch()
                 served = time.monotonic()
                 for lsn, data in stream.read(self.source.capture.max_batch_events, READ_WAIT_S):
                     received += 1
                     now = time.monotonic()
                     if data[0] in ROW_MESSAGE_KINDS:
-                        if not batch.rows:
-                            batch.opened = now
-                        batch.rows.append((lsn, data, transaction.xid, transaction.commit_time_us, self.progress.last_committed_lsn, transaction.events == 0))
+                        row: RowMessage = (lsn, data, transaction.xid, transaction.commit_time_us, self.progress.last_committed_lsn, transaction.events == 0)
+                        self.output.add(row)
                         transaction.events += 1
                     else:
-                        batch = self._handle(self.decoder.decode(data), transaction, batch, admin)
-                    if batch.rows and (len(batch.rows) >= POOL_BATCH_ROWS or now - batch.opened >= POOL_BATCH_WAIT_S):
-                        batch = self._submit(batch)
+                        self._handle(self.decoder.decode(data), transaction, admin)
+                    if self.output.waited(now) >= POOL_BATCH_WAIT_S:
+                        self.output.send()
                         self.output.publish_ready()
                     if now - served >= SERVE_EVERY_S:
                         # A steady trickle of messages rarely leaves the stream quiet for READ_WAIT_S:
@@ -246,7 +235,7 @@ class PostgresConnector:
                         served = now
                         if self.shutdown.requested:
                             break
-                self._submit(batch)
+                self.output.send()
                 self.output.publish_ready()
                 self.publisher.poll(0.001 if self.publisher.in_flight or self.pool.outstanding else 0)
                 self._confirm(stream)
@@ -273,20 +262,19 @@ class PostgresConnector:
             self._save_offset(confirmed["lsn"])
             self.progress.last_saved = now
 
-    def _handle(self, message: Any, tx: _Transaction, batch: _Batch, catalog_conn: psycopg.Connection[Any]) -> _Batch:
-        """Apply a message other than a row change; returns the batch rows go on collecting in."""
+    def _handle(self, message: Any, tx: _Transaction, catalog_conn: psycopg.Connection[Any]) -> None:
+        """Apply a message other than a row change."""
         if isinstance(message, Begin):
             tx.xid, tx.commit_time_us, tx.events = message.xid, pg_commit_time_us(message.commit_time_us), 0
         elif isinstance(message, Commit):
-            batch.checkpoints.append((len(batch.rows), {"lsn": message.end_lsn, "txId": tx.xid}))
+            self.output.checkpoint({"lsn": message.end_lsn, "txId": tx.xid})
             tx.xid = None
             self.progress.last_committed_lsn = message.commit_lsn
             metrics.TRANSACTIONS.labels(self.source.name).inc()
         elif isinstance(message, Relation):
             # Rows before the new description must be decoded with the old one: they go first.
-            batch = self._submit(batch)
+            self.output.send()
             self._schema_for(catalog_conn, message)
-        return batch
 
     def _schema_for(self, conn: psycopg.Connection[Any], described: Relation) -> TableSchema:
         """The Avro schemas of a table as ``described`` at this point of the log, registered, and
@@ -308,15 +296,6 @@ class PostgresConnector:
         self.pool.broadcast("describe", TableDescription(described, relation, enums, *registered))
         self.schemas[described.oid] = (described, schema)
         return schema
-
-    def _submit(self, batch: _Batch) -> _Batch:
-        """Hand ``batch``'s rows to the encoding pool, its checkpoints behind them; returns a new,
-        empty batch."""
-        if batch.rows:
-            self.output.submit(batch.checkpoints, "changes", batch.rows)
-        else:
-            self.output.mark(batch.checkpoints)
-        return _Batch()
 
     def _maybe_heartbeat(self) -> None:
         now = time.monotonic()
