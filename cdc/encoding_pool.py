@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from simpul.cdc.errors import ConnectorError
@@ -44,6 +44,13 @@ class _Failure:
     site: str
 
 
+@dataclass(frozen=True)
+class _Ended:
+    """What stands for the results of a worker that ended without sending them."""
+
+    exitcode: int | None
+
+
 class EncodingPool:
     """Calls methods of worker objects made by ``factory(*args)``, results in submission order."""
 
@@ -59,6 +66,10 @@ class EncodingPool:
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self._inboxes: list[Any] = []
         self._results: list[Connection] = []
+        # Per worker: results taken from its pipe and not yet handed out, and calls whose result
+        # is still to be taken from it.
+        self._received: list[deque[Any]] = [deque() for _ in range(workers)]
+        self._unreceived = [0] * workers
         if workers == 1:
             self._inline = factory(*args)
             return
@@ -103,6 +114,7 @@ class EncodingPool:
         self._turn = (self._turn + 1) % self.workers
         self._inboxes[worker].put((method, args, True))
         self._order.append(worker)
+        self._unreceived[worker] += 1
 
     def ready(self) -> bool:
         """Whether the oldest outstanding call's result can be taken without waiting."""
@@ -110,25 +122,47 @@ class EncodingPool:
             return False
         if self._inline is not None:
             return True
-        return self._results[self._order[0]].poll(0)
+        self._receive_ready()
+        return bool(self._received[self._order[0]])
 
     def next_result(self) -> Any:
         """The result of the oldest outstanding call, waiting for it if need be."""
         worker = self._order.popleft()
         if self._inline is not None:
             return self._inline_results.popleft()
-        results = self._results[worker]
-        while not results.poll(_PARENT_CHECK_S):
-            if not self._processes[worker].is_alive():
-                break
-        try:
-            result = results.recv()
-        except EOFError:
-            code = self._processes[worker].exitcode
-            raise ConnectorError(f"{self.name}: encoding worker {worker} ended (exit code {code})") from None
+        received = self._received[worker]
+        while not received:
+            self._receive_ready(_PARENT_CHECK_S)
+            if not received and not self._processes[worker].is_alive():
+                self._receive(worker)  # whatever it sent before it ended, else its end
+        result = received.popleft()
         if isinstance(result, _Failure):
             raise ConnectorError(f"{self.name}: encoding worker {worker} failed on {result.site}")
+        if isinstance(result, _Ended):
+            raise ConnectorError(f"{self.name}: encoding worker {worker} ended (exit code {result.exitcode})")
         return result
+
+    def _receive_ready(self, timeout: float = 0.0) -> None:
+        """Take every result already sent by any worker (waiting up to ``timeout`` for one).
+
+        Results are taken as they come, not only the oldest call's: a worker whose result waits in
+        a full pipe stops working, and while the connector waits for another worker's result it
+        would otherwise leave the others blocked, so that the workers took turns instead of
+        working at once (``bench.cdc_mysql``: each worker busy ~40% during the snapshot).
+        """
+        waiting = [self._results[w] for w in range(self.workers) if self._unreceived[w]]
+        if not waiting:
+            return
+        for connection in wait(waiting, timeout):
+            self._receive(self._results.index(connection))  # type: ignore[arg-type]
+
+    def _receive(self, worker: int) -> None:
+        try:
+            result = self._results[worker].recv()
+        except EOFError:
+            result = _Ended(self._processes[worker].exitcode)
+        self._received[worker].append(result)
+        self._unreceived[worker] -= 1
 
     def close(self) -> None:
         """Stop the worker processes (waiting a little for each, then killing it)."""
@@ -148,6 +182,8 @@ class EncodingPool:
             inbox.close()
         self._processes, self._inboxes, self._results = [], [], []
         self._order.clear()
+        self._received = [deque() for _ in range(self.workers)]
+        self._unreceived = [0] * self.workers
 
 
 def _serve(factory: Callable[..., Any], args: tuple[Any, ...], inbox: Any, results: Connection, parent: int) -> None:
@@ -201,6 +237,7 @@ class PooledPublishing:
         self._submitted: deque[tuple[bool, list[tuple[int, Any]]]] = deque()
         # The batch being collected: its rows, its checkpoints, and when its first row came (monotonic).
         self._rows: list[Any] = []
+        self._weight = 0
         self._checkpoints: list[tuple[int, Any]] = []
         self._opened = 0.0
 
@@ -218,12 +255,14 @@ class PooledPublishing:
         """How long (seconds, to monotonic ``now``) the batch's first row has waited; 0 without rows."""
         return now - self._opened if self._rows else 0.0
 
-    def add(self, row: Any) -> None:
-        """Collect one row for the next batch; a full batch is sent (and what is ready published)."""
+    def add(self, row: Any, weight: int = 1) -> None:
+        """Collect one row for the next batch, counting as ``weight`` rows of ``batch_rows`` (an item
+        that stands for several rows weighs more); a full batch is sent (and what is ready published)."""
         if not self._rows:
             self._opened = time.monotonic()
         self._rows.append(row)
-        if len(self._rows) >= self.batch_rows:
+        self._weight += weight
+        if self._weight >= self.batch_rows:
             self.send()
             self.publish_ready()
 
@@ -238,7 +277,7 @@ class PooledPublishing:
             self.submit(self._checkpoints, self.batch_method, self._rows)
         elif self._checkpoints:
             self._submitted.append((False, self._checkpoints))
-        self._rows, self._checkpoints = [], []
+        self._rows, self._checkpoints, self._weight = [], [], 0
 
     def submit(self, checkpoints: list[tuple[int, Any]], method: str, *args: Any) -> None:
         """Call ``method(*args)`` on the pool; its outcomes and ``checkpoints`` publish in turn.

@@ -126,8 +126,11 @@ def test_collected_rows_go_as_batches_with_their_checkpoints_between_them() -> N
     for row in "bcd":  # the third row fills the batch, which goes at once
         output.add(row)
     assert output.collected == (0, 0) and output.waited(time.monotonic()) == 0.0
+    output.add("e")
+    output.add("f", weight=2)  # an item standing for two rows fills the batch too
+    assert output.collected == (0, 0)
     output.publish_ready(wait=True)
     assert output.idle
     assert recorder.log == [("checkpoint", "p0"), ("event", "a"), ("checkpoint", "p1"), ("checkpoint", "p2"),
-                            ("event", "b"), ("event", "c"), ("event", "d")]
+                            ("event", "b"), ("event", "c"), ("event", "d"), ("event", "e"), ("event", "f")]
     pool.close()

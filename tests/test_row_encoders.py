@@ -4,11 +4,16 @@ data-quality notes, as the connectors publish them."""
 from __future__ import annotations
 
 import json
+import struct
 from datetime import date
 
 import pytest
+from pymysqlreplication.column import Column
+from pymysqlreplication.constants import FIELD_TYPE
+from pymysqlreplication.table import Table
 
 from simpul.cdc.mysql.row_encoder import MysqlRowEncoder, QualityNote, SourcePosition, TableLayout
+from simpul.cdc.mysql.rows_decoder import BinlogRows, BinlogTable
 from simpul.cdc.mysql.schema import build_table_schema
 from simpul.cdc.mysql.types import MysqlColumn
 from simpul.cdc.publisher import DeadLetter
@@ -76,3 +81,34 @@ def test_mysql_bad_rows_become_dead_letters_and_zero_dates_notes(encoder_and_dec
     (letter,) = refusal
     assert letter.reason == "incompatible_schema" and "BACKWARD" in letter.message and letter.row["nama"] == "Asep"
     assert encoder.reads(1, ("id", "nama", "lahir", "umur"), [(6, "Euis", None, 2)], at)[0][0][4] == "r"
+
+
+def _write_rows_packet(table_id: int, rows: list[tuple[int, str, int]]) -> bytes:
+    """A WRITE_ROWS_EVENT_V1 as the server sends it, of ``orang`` rows (id, nama, lahir NULL, umur)."""
+    body = table_id.to_bytes(6, "little") + b"\x00\x00" + bytes([4]) + b"\x0f"
+    for row_id, name, age in rows:
+        encoded = name.encode()
+        body += b"\x04" + struct.pack("<i", row_id) + bytes([len(encoded)]) + encoded + struct.pack("<Q", age)
+    return b"\x00" + struct.pack("<IBIIIH", 1_700_000_000, 23, 1, 19 + len(body), 900, 0) + body
+
+
+def test_mysql_binlog_rows_events_decode_on_the_encoder(encoder_and_decoder) -> None:
+    encoder, decoder = encoder_and_decoder
+    columns = [
+        Column(type=FIELD_TYPE.LONG, name="id", unsigned=False, character_set_name=None),
+        Column(type=FIELD_TYPE.VARCHAR, name="nama", unsigned=False, character_set_name="utf8mb4", max_length=200),
+        Column(type=FIELD_TYPE.DATE, name="lahir", unsigned=False, character_set_name=None),
+        Column(type=FIELD_TYPE.LONGLONG, name="umur", unsigned=True, character_set_name=None),
+    ]
+    encoder.describe_binlog_table(BinlogTable(Table(42, "db", "orang", columns, primary_key="id"), "utf8mb4", "mariadb", None))
+    at = SourcePosition("mariadb-bin.000002", 900, 0, None, 1, 1_700_000_000_000)
+    packet = _write_rows_packet(42, [(1, "Dédé", 2**63), (2, "Siti", 30)])
+    (outcome, undecodable) = encoder.rows([BinlogRows(1, 42, "c", packet, False, at), BinlogRows(1, 42, "c", packet[:30], False, at)])
+    dead = [item for item in outcome if isinstance(item, DeadLetter)]
+    assert [d.reason for d in dead] == ["unsigned_out_of_range"] and dead[0].position["row"] == 0, "an unsigned beyond a long is set aside, by row"
+    (event,) = [decoder.decode(item[2]) for item in outcome if isinstance(item, tuple)]
+    assert event["after"] == {"id": 2, "nama": "Siti", "lahir": None, "umur": 30} and event["op"] == "c"
+    assert (event["source"]["pos"], event["source"]["row"]) == (900, 1), "rows are numbered within their event"
+    (letter,) = undecodable
+    assert letter.reason == "undecodable_rows_event" and letter.position == {"file": "mariadb-bin.000002", "pos": 900, "row": 0, "gtid": None}
+    assert letter.row is None, "nothing of an undecodable event travels"

@@ -19,11 +19,14 @@ import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import HeartbeatLogEvent, MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.table import Table
 
 from simpul.cdc import metrics
+from simpul.cdc.errors import ConnectorError
 from simpul.cdc.mysql.catalog import TableInfo, binlog_columns, read_table_info
 from simpul.cdc.mysql.events import EventWriter
 from simpul.cdc.mysql.row_encoder import SourcePosition
+from simpul.cdc.mysql.rows_decoder import OPS, BinlogTable
 from simpul.cdc.mysql.schema import SchemaCache, TableSchema
 from simpul.cdc.mysql.snapshot import BinlogPosition
 from simpul.cdc.offsets import OffsetStore
@@ -42,6 +45,17 @@ _DDL = re.compile(r"^\s*(?:/\*.*?\*/\s*)?(ALTER|CREATE|DROP|RENAME)\b", re.IGNOR
 # waiting for more go to the encoders (at most this late).
 SAVE_EVERY_S = 1.0
 SERVER_HEARTBEAT_S = 0.05
+
+
+def require_full_row_binlog(cursor: Any) -> None:
+    """Raise :class:`ConnectorError` unless the server logs whole rows with their column names
+    (``binlog_format=ROW``, ``binlog_row_image=FULL``, ``binlog_row_metadata=FULL``)."""
+    wanted = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
+    cursor.execute("SELECT " + ", ".join(f"@@{name}" for name in wanted))
+    found = dict(zip(wanted, cursor.fetchone()))
+    wrong = [f"{name}={found[name]} (needs {value})" for name, value in wanted.items() if str(found[name]).upper() != value]
+    if wrong:
+        raise ConnectorError(f"the server's binlog cannot be captured: {', '.join(wrong)}")
 
 
 class BinlogStreamer:
@@ -64,6 +78,8 @@ class BinlogStreamer:
         # Per table: its latest schema, and the TableMapEvent columns and catalog facts it was made from.
         self._latest: dict[str, tuple[TableSchema, list[Any], TableInfo | None]] = {}
         self._tables = {t.split(".", 1)[1] for t in source.tables}
+        # Per table id: the table map the encoders were last told about.
+        self._described: dict[int, Table] = {}
 
     def run(self, start: BinlogPosition) -> None:
         """Stream from ``start`` until a stop is asked for; store the last acknowledged position."""
@@ -94,7 +110,7 @@ class BinlogStreamer:
         log.info("%s: streaming from %s:%d (server_id %d)", self.source.name, start.file, start.pos, self.source.server_id)
         metrics.CONNECTED.labels(self.source.name).set(1)
         gtid = start.gtid
-        rows_in_transaction = 0
+        row_events = 0
         heartbeat_s = self.source.capture.heartbeat_interval_ms / 1000
         last_save = last_activity = last_heartbeat = time.monotonic()
         try:
@@ -108,7 +124,8 @@ class BinlogStreamer:
                     # The server is idle: whatever waits for more rows goes now.
                     self.writer.send()
                 elif isinstance(event, (WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent)):
-                    rows_in_transaction += self._rows(event, stream.log_file, gtid)
+                    self._rows(event, stream.table_map, stream.log_file, gtid)
+                    row_events += 1
                     last_activity = now
                 elif isinstance(event, MariadbGtidEvent):
                     gtid = event.gtid
@@ -116,10 +133,10 @@ class BinlogStreamer:
                     stream.table_map.clear()
                     log.info("%s: binlog %s: table layouts are read anew from their next TableMapEvent", self.source.name, event.next_binlog)
                 elif isinstance(event, XidEvent):
-                    rows_in_transaction = self._commit(stream.log_file, event.packet.log_pos, gtid, rows_in_transaction)
+                    row_events = self._commit(stream.log_file, event.packet.log_pos, gtid, row_events)
                 elif isinstance(event, QueryEvent):
                     if self._query(event, stream, gtid):
-                        rows_in_transaction = self._commit(stream.log_file, event.packet.log_pos, gtid, rows_in_transaction)
+                        row_events = self._commit(stream.log_file, event.packet.log_pos, gtid, row_events)
                         last_activity = now
                 self.writer.send_if_due()
                 if now - last_save >= SAVE_EVERY_S:
@@ -175,19 +192,19 @@ class BinlogStreamer:
         self._latest[table] = (schema, columns, info)
         return schema
 
-    def _rows(self, event: Any, log_file: str, gtid: str | None) -> int:
+    def _rows(self, event: Any, table_map: dict[int, Table], log_file: str, gtid: str | None) -> None:
+        """Pass a rows event on undecoded: the encoders decode its rows (see :mod:`.rows_decoder`)."""
         schema = self._schema(event.table, event.columns)
-        base = dict(file=log_file, pos=event.packet.log_pos, gtid=gtid, server_id=event.packet.server_id, ts_ms=event.timestamp * 1000)
-        for index, row in enumerate(event.rows):
-            where = SourcePosition(row=index, **base)
-            if isinstance(event, WriteRowsEvent):
-                self.writer.insert(schema, row["values"], where, row.get("none_sources"))
-            elif isinstance(event, DeleteRowsEvent):
-                self.writer.delete(schema, row["values"], where, row.get("none_sources"))
-            else:
-                self.writer.update(schema, row["before_values"], row["after_values"], where,
-                                   row.get("before_none_sources"), row.get("after_none_sources"))
-        return len(event.rows)
+        table = table_map[event.table_id]
+        if self._described.get(event.table_id) is not table:
+            # Rows collected under the table id's previous layout go first: they decode with it.
+            self.writer.send()
+            self.writer.binlog_table(BinlogTable(table, event.packet.charset, event.dbms, event._post_header_lengths))
+            self._described[event.table_id] = table
+        where = SourcePosition(log_file, event.packet.log_pos, 0, gtid, event.packet.server_id, event.timestamp * 1000)
+        # The header is 19 bytes; 4 more when a CRC32 trails the event.
+        checksum = event.packet.event_size - event.event_size == 23
+        self.writer.binlog_rows(schema, event.table_id, OPS[type(event)], event.packet.packet.get_all_data(), checksum, where)
 
     def _query(self, event: QueryEvent, stream: BinLogStreamReader, gtid: str | None) -> bool:
         """Handle a statement; True when it ends a source transaction (COMMIT, DDL, TRUNCATE)."""

@@ -13,7 +13,7 @@ import logging
 import pymysql
 
 from simpul.cdc.encoding_pool import EncodingPool
-from simpul.cdc.mysql.binlog import BinlogStreamer
+from simpul.cdc.mysql.binlog import BinlogStreamer, require_full_row_binlog
 from simpul.cdc.mysql.events import EventWriter
 from simpul.cdc.mysql.row_encoder import MysqlRowEncoder
 from simpul.cdc.mysql.schema import SchemaCache
@@ -77,6 +77,7 @@ class MySqlConnector:
         conn = connect_mysql(source)
         try:
             with conn.cursor() as cursor:
+                require_full_row_binlog(cursor)
                 cursor.execute("SHOW BINARY LOGS")
                 files = [row[0] for row in cursor.fetchall()]
             mode = source.capture.snapshot_mode

@@ -19,6 +19,7 @@ from typing import Any
 from simpul.cdc import metrics
 from simpul.cdc.encoding_pool import EncodingPool, PooledPublishing
 from simpul.cdc.mysql.row_encoder import QualityNote, SourcePosition, TableLayout
+from simpul.cdc.mysql.rows_decoder import BinlogRows, BinlogTable
 from simpul.cdc.mysql.schema import TableSchema
 from simpul.cdc.publisher import EventPublisher
 from simpul.config import SourceSettings
@@ -26,8 +27,11 @@ from simpul.config import SourceSettings
 log = logging.getLogger(__name__)
 
 # Row images per call to the encoding pool (at most), how long the first may wait for more, and
-# calls in flight per worker before the writer waits.
+# calls in flight per worker before the writer waits. An undecoded binlog rows event counts as a
+# row per ``BINLOG_BYTES_PER_ROW`` of its packet: a call carries at most ~128 KB of them, so
+# memory stays bounded in a million-row transaction too.
 BATCH_ROWS = 500
+BINLOG_BYTES_PER_ROW = 256
 BATCH_WAIT_S = 0.005
 MAX_OUTSTANDING = 4
 
@@ -65,6 +69,15 @@ class EventWriter:
     def delete(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
         """A deleted row (``op: d``), then its tombstone."""
         self.output.add((self._layout(schema), "d", row, None, none_sources, None, where))
+
+    def binlog_table(self, table: BinlogTable) -> None:
+        """A table's TableMapEvent, before the first of its rows events that :meth:`binlog_rows` gives."""
+        self.pool.broadcast("describe_binlog_table", table)
+
+    def binlog_rows(self, schema: TableSchema, table_id: int, op: str, packet: bytes, checksum: bool, where: SourcePosition) -> None:
+        """A binlog rows event's rows (``op`` ``c``, ``u`` or ``d``), from its undecoded ``packet``:
+        the encoders decode them, numbering their ``row`` from ``where`` on."""
+        self.output.add(BinlogRows(self._layout(schema), table_id, op, packet, checksum, where), 1 + len(packet) // BINLOG_BYTES_PER_ROW)
 
     def truncate(self, schema: TableSchema, where: SourcePosition) -> None:
         """A truncated table (``op: t``, no key, no row images)."""

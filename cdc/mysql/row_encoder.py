@@ -10,10 +10,11 @@ worker processes (:mod:`simpul.cdc.encoding_pool`), each told about every table 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Union
 
 from simpul.cdc.envelope import DEBEZIUM_VERSION
+from simpul.cdc.mysql.rows_decoder import BinlogRows, BinlogRowsDecoder, BinlogTable
 from simpul.cdc.mysql.schema import TableSchema, build_table_schema
 from simpul.cdc.mysql.types import MysqlColumn
 from simpul.cdc.publisher import DeadLetter, registered_encoders
@@ -83,6 +84,7 @@ class MysqlRowEncoder:
         self.transforms = ColumnTransforms(source.capture.columns, f"sources.{source.name}")
         self._layouts: dict[int, _Layout] = {}
         self._last_source: tuple[SourcePosition, int, dict[str, Any]] | None = None
+        self._decoder = BinlogRowsDecoder()
 
     def describe(self, layout: TableLayout) -> None:
         """Take a table layout: later rows naming its ``ref`` convert and encode with it."""
@@ -91,41 +93,71 @@ class MysqlRowEncoder:
         key, value = registered_encoders(schema.key, layout.key_schema_id, schema.envelope, layout.value_schema_id)
         self._layouts[layout.ref] = _Layout(schema, key, value, layout.refused)
 
-    def rows(self, images: list[RowImage]) -> list[list[Any]]:
+    def describe_binlog_table(self, table: BinlogTable) -> None:
+        """Take a table's TableMapEvent: later binlog rows events naming its id decode with it."""
+        self._decoder.describe(table)
+
+    def rows(self, images: list[RowImage | BinlogRows]) -> list[list[Any]]:
         """The outcome of each row image, in order: its encoded events (``r``, ``c``, ``u``,
         ``d`` + tombstone, or ``d`` + tombstone + ``c`` when the key changed, ``t``), or its dead
-        letter; with the quality notes its conversion raised."""
+        letter; with the quality notes its conversion raised. A binlog rows event's outcome is
+        that of each of its rows in turn."""
         outcomes: list[list[Any]] = []
-        for ref, op, before_raw, after_raw, before_none, after_none, where in images:
-            layout = self._layouts[ref]
-            schema = layout.schema
-            if layout.refused is not None or layout.value is None:
-                reason = layout.refused or "no registered schema"
-                outcomes.append([self._dead_letter(schema, "incompatible_schema", reason, where, before_raw, after_raw)])
-                continue
-            outcome: list[Any] = []
-            try:
-                before = self._record(schema, before_raw, before_none, outcome)
-                after = self._record(schema, after_raw, after_none, outcome)
-                source = self._source(schema, ref, where)
-                if op == "t":
-                    events = [(None, "t", None, None)]
-                else:
-                    key = schema.key_of(after if after is not None else before)  # type: ignore[arg-type]
-                    old_key = schema.key_of(before) if op == "u" and before is not None else key
-                    if old_key != key:
-                        events = [(old_key, "d", before, None), (old_key, None, None, None), (key, "c", None, after)]
-                    elif op == "d":
-                        events = [(key, "d", before, None), (key, None, None, None)]
-                    else:
-                        events = [(key, op, before, after)]
-                outcome.extend(self._encode(layout, events, source, where))
-            except Exception as exc:  # noqa: BLE001 - any conversion or encoding problem sets the row aside
-                # ``outcome`` holds only the notes raised so far: events are added once all are encoded.
-                code = getattr(exc, "reason", None) or "encode_error"
-                outcome.append(self._dead_letter(schema, code, f"{type(exc).__name__}: {exc}", where, before_raw, after_raw))
-            outcomes.append(outcome)
+        for image in images:
+            if type(image) is BinlogRows:
+                outcomes.append(self._binlog_rows(image))
+            else:
+                outcomes.append(self._outcome(image))  # type: ignore[arg-type]
         return outcomes
+
+    def _binlog_rows(self, event: BinlogRows) -> list[Any]:
+        try:
+            rows = self._decoder.decode(event)
+        except Exception as exc:  # noqa: BLE001 - an event that does not decode is set aside, whole
+            schema = self._layouts[event.ref].schema
+            return [DeadLetter("undecodable_rows_event", f"{type(exc).__name__}: {exc}", schema.table, event.where.as_dict(), None, None)]
+        outcome: list[Any] = []
+        ref, op, where = event.ref, event.op, event.where
+        for index, row in enumerate(rows):
+            at = replace(where, row=index)
+            if op == "c":
+                outcome.extend(self._outcome((ref, op, None, row["values"], None, row.get("none_sources"), at)))
+            elif op == "d":
+                outcome.extend(self._outcome((ref, op, row["values"], None, row.get("none_sources"), None, at)))
+            else:
+                outcome.extend(self._outcome((ref, op, row["before_values"], row["after_values"],
+                                              row.get("before_none_sources"), row.get("after_none_sources"), at)))
+        return outcome
+
+    def _outcome(self, image: RowImage) -> list[Any]:
+        ref, op, before_raw, after_raw, before_none, after_none, where = image
+        layout = self._layouts[ref]
+        schema = layout.schema
+        if layout.refused is not None or layout.value is None:
+            reason = layout.refused or "no registered schema"
+            return [self._dead_letter(schema, "incompatible_schema", reason, where, before_raw, after_raw)]
+        outcome: list[Any] = []
+        try:
+            before = self._record(schema, before_raw, before_none, outcome)
+            after = self._record(schema, after_raw, after_none, outcome)
+            source = self._source(schema, ref, where)
+            if op == "t":
+                events = [(None, "t", None, None)]
+            else:
+                key = schema.key_of(after if after is not None else before)  # type: ignore[arg-type]
+                old_key = schema.key_of(before) if op == "u" and before is not None else key
+                if old_key != key:
+                    events = [(old_key, "d", before, None), (old_key, None, None, None), (key, "c", None, after)]
+                elif op == "d":
+                    events = [(key, "d", before, None), (key, None, None, None)]
+                else:
+                    events = [(key, op, before, after)]
+            outcome.extend(self._encode(layout, events, source, where))
+        except Exception as exc:  # noqa: BLE001 - any conversion or encoding problem sets the row aside
+            # ``outcome`` holds only the notes raised so far: events are added once all are encoded.
+            code = getattr(exc, "reason", None) or "encode_error"
+            outcome.append(self._dead_letter(schema, code, f"{type(exc).__name__}: {exc}", where, before_raw, after_raw))
+        return outcome
 
     def reads(self, ref: int, names: tuple[str, ...], rows: list[tuple[Any, ...]], where: SourcePosition) -> list[list[Any]]:
         """The ``r`` events of snapshot rows (value tuples in ``names`` order) of layout ``ref``."""
