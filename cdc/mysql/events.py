@@ -49,11 +49,12 @@ class EventWriter:
 
     # --- row images, in log order ----------------------------------------------------------------
 
-    def reads(self, schema: TableSchema, names: tuple[str, ...], rows: list[tuple[Any, ...]], where: SourcePosition) -> None:
-        """Snapshot rows (``op: r``), value tuples in ``names`` order, all at ``where``."""
+    def reads(self, schema: TableSchema, names: tuple[str, ...], types: tuple[int, ...], rows: list[tuple[Any, ...]], where: SourcePosition) -> None:
+        """Snapshot rows (``op: r``), value tuples in ``names`` order as the server sent them
+        (text, or bytes for binary columns; ``types`` are their MySQL field types), all at ``where``."""
         ref = self._layout(schema)
         self.send()
-        self.output.submit([], "reads", ref, names, rows, where)
+        self.output.submit([], "reads", ref, names, types, rows, where)
 
     def insert(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
         """A created row (``op: c``)."""

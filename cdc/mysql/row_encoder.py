@@ -10,8 +10,12 @@ worker processes (:mod:`simpul.cdc.encoding_pool`), each told about every table 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, Union
+
+from pymysql import converters
 
 from simpul.cdc.envelope import DEBEZIUM_VERSION
 from simpul.cdc.mysql.rows_decoder import BinlogRows, BinlogRowsDecoder, BinlogTable
@@ -73,6 +77,12 @@ class _Layout:
     key: ConfluentAvroEncoder | None
     value: ConfluentAvroEncoder | None
     refused: str | None
+
+
+@lru_cache(maxsize=256)
+def _text_converters(types: tuple[int, ...]) -> tuple[Callable[[str], Any] | None, ...]:
+    """pymysql's converter of each field type (None: the text or bytes as they are)."""
+    return tuple(None if (convert := converters.decoders.get(code)) is converters.through else convert for code in types)
 
 
 class MysqlRowEncoder:
@@ -159,9 +169,19 @@ class MysqlRowEncoder:
             outcome.append(self._dead_letter(schema, code, f"{type(exc).__name__}: {exc}", where, before_raw, after_raw))
         return outcome
 
-    def reads(self, ref: int, names: tuple[str, ...], rows: list[tuple[Any, ...]], where: SourcePosition) -> list[list[Any]]:
-        """The ``r`` events of snapshot rows (value tuples in ``names`` order) of layout ``ref``."""
-        return self.rows([(ref, "r", None, dict(zip(names, values)), None, None, where) for values in rows])
+    def reads(self, ref: int, names: tuple[str, ...], types: tuple[int, ...], rows: list[tuple[Any, ...]], where: SourcePosition) -> list[list[Any]]:
+        """The ``r`` events of snapshot rows of layout ``ref``: value tuples in ``names`` order as
+        the server sent them (MySQL field ``types``), converted as pymysql converts them."""
+        converted = [(i, convert) for i, convert in enumerate(_text_converters(types)) if convert is not None]
+        images = []
+        for values in rows:
+            if converted:
+                values = list(values)
+                for i, convert in converted:
+                    if values[i] is not None:
+                        values[i] = convert(values[i])
+            images.append((ref, "r", None, dict(zip(names, values)), None, None, where))
+        return self.rows(images)
 
     def _record(self, schema: TableSchema, raw: dict[str, Any] | None, none_sources: dict[str, str] | None, outcome: list[Any]) -> dict[str, Any] | None:
         if raw is None:

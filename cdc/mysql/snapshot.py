@@ -131,7 +131,7 @@ def _read_tables(
     # Every row shares one position (the encoders write its source block once per batch).
     where = SourcePosition(position.file, position.pos, 0, position.gtid, 0, ts_ms, "true")
     # Debezium marks the very last snapshot row "last": hold one row back to know which it is.
-    held: tuple[Any, tuple[str, ...], list[tuple[Any, ...]]] | None = None
+    held: tuple[Any, tuple[str, ...], tuple[int, ...], list[tuple[Any, ...]]] | None = None
     for index, qualified in enumerate(source.tables):
         database, table = qualified.split(".", 1)
         info = infos[qualified]
@@ -146,8 +146,15 @@ def _read_tables(
         names = tuple(c.name for c in info.columns)
         select = ", ".join(f"`{n}`" for n in names)
         with progress(f"snapshot {qualified}", estimate or None) as tracker, conn.cursor(pymysql.cursors.SSCursor) as cursor:
-            # Unbuffered: rows stream from the server, memory stays flat on large tables.
-            cursor.execute(f"SELECT {select} FROM `{database}`.`{table}`")
+            # Unbuffered: rows stream from the server, memory stays flat on large tables. Values
+            # stay the server's text here (no decoders while the result's columns are described):
+            # the encoders convert them with pymysql's own converters, off this busy process.
+            decoders, conn.decoders = conn.decoders, {}
+            try:
+                cursor.execute(f"SELECT {select} FROM `{database}`.`{table}`")
+            finally:
+                conn.decoders = decoders
+            types = tuple(column[1] for column in cursor.description)
             while True:
                 rows = cursor.fetchmany(batch_rows)
                 if not rows:
@@ -157,8 +164,8 @@ def _read_tables(
                 if held is not None:
                     writer.reads(*held, where)
                 for at in range(0, len(rows) - 1, SNAPSHOT_BATCH_ROWS):
-                    writer.reads(schema, names, list(rows[at : min(at + SNAPSHOT_BATCH_ROWS, len(rows) - 1)]), where)
-                held = (schema, names, [rows[-1]])
+                    writer.reads(schema, names, types, list(rows[at : min(at + SNAPSHOT_BATCH_ROWS, len(rows) - 1)]), where)
+                held = (schema, names, types, [rows[-1]])
                 writer.output.publish_ready()
                 tracker.advance(len(rows))
                 metrics.SNAPSHOT_ROWS.labels(name, qualified).inc(len(rows))
