@@ -26,6 +26,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from conftest import child_pids, in_thread, wait_gone
 from simpul.cdc import metrics
+from simpul.cdc.errors import ConnectorError
+from simpul.cdc.mysql.binlog import require_full_row_binlog
 from simpul.cdc.mysql.connector import run_mysql_connector
 from simpul.cdc.offsets import OffsetStore
 from simpul.cdc.publisher import dead_letter_topic, heartbeat_topic
@@ -456,3 +458,17 @@ def test_snapshot_without_reload_privilege_locks_the_tables(
     finally:
         monkeypatch.setenv(source.dsn_env, admin_dsn)
         _sql(source, f"DROP USER '{unique_name}'@'%'")
+
+
+def test_a_binlog_without_full_row_images_is_refused_with_what_to_change(agency_config: SimpulConfig, unique_name: str) -> None:
+    _, source = _source(agency_config, unique_name, ["orang"])
+    conn = _db(source)
+    try:
+        with conn.cursor() as cursor:
+            require_full_row_binlog(cursor)  # the stack's server: ROW, FULL images, FULL metadata
+            cursor.execute("SET SESSION binlog_row_image = 'MINIMAL'")
+            with pytest.raises(ConnectorError, match=r"binlog_row_image=MINIMAL \(needs FULL\)") as refused:
+                require_full_row_binlog(cursor)
+            assert "binlog_format" not in str(refused.value) and "binlog_row_metadata" not in str(refused.value)
+    finally:
+        conn.close()
