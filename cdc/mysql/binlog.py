@@ -51,9 +51,11 @@ def require_full_row_binlog(cursor: Any) -> None:
     """Raise :class:`ConnectorError` unless the server logs whole rows with their column names
     (``binlog_format=ROW``, ``binlog_row_image=FULL``, ``binlog_row_metadata=FULL``)."""
     wanted = {"binlog_format": "ROW", "binlog_row_image": "FULL", "binlog_row_metadata": "FULL"}
-    cursor.execute("SELECT " + ", ".join(f"@@{name}" for name in wanted))
-    found = dict(zip(wanted, cursor.fetchone()))
-    wrong = [f"{name}={found[name]} (needs {value})" for name, value in wanted.items() if str(found[name]).upper() != value]
+    # SHOW VARIABLES rather than @@name: a server too old to have one (binlog_row_metadata came
+    # with MySQL 8.0.1 and MariaDB 10.5) leaves it out instead of failing the statement.
+    cursor.execute("SHOW VARIABLES WHERE Variable_name IN (%s, %s, %s)", tuple(wanted))
+    found = {name: str(value) for name, value in cursor.fetchall()}
+    wrong = [f"{name}={found.get(name, '(not on this server)')} (needs {value})" for name, value in wanted.items() if found.get(name, "").upper() != value]
     if wrong:
         raise ConnectorError(f"the server's binlog cannot be captured: {', '.join(wrong)}")
 
