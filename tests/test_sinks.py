@@ -377,7 +377,10 @@ def test_feedback_is_written_back_into_each_agency_database(agency_config: Simpu
     aid = "dinsos:bansos.anggota_penerima:3673:1"
     job = "disnaker:disnaker.ak1_pencari_kerja:77"
     gone = "disnaker:disnaker.ak1_pencari_kerja:78"
+    aid_gone = "dinsos:bansos.anggota_penerima:3673:2"
     messages = [
+        (dinsos, aid_gone, _feedback(aid_gone, "C4", name="Y")),
+        (dinsos, aid_gone, None),
         (dinsos, aid, _feedback(aid, "C1", nik="3673010101900001", name="SITI AMINAH", birth_date="1990-01-01")),
         (dinsos, aid, _feedback(aid, "C1", nik="3673010101900001", name="SITI AMINAH", birth_date="1990-01-01", deceased=True,
                                 verified_from={"deceased": "disdukcapil"})),
@@ -387,8 +390,9 @@ def test_feedback_is_written_back_into_each_agency_database(agency_config: Simpu
     ]
     for source, key, value in messages:
         topic = source.feedback_topic
+        # One partition, so that the last message of each agency is applied after all the others.
         producer.produce(topic, key=registrar.encoder(topic, KEY_SCHEMA, is_key=True).encode(key),
-                         value=registrar.encoder(topic, FEEDBACK_SCHEMA).encode(value) if value is not None else None)
+                         value=registrar.encoder(topic, FEEDBACK_SCHEMA).encode(value) if value is not None else None, partition=0)
     assert producer.flush(30) == 0
 
     def rows() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
@@ -409,7 +413,7 @@ def test_feedback_is_written_back_into_each_agency_database(agency_config: Simpu
                 aid_rows, job_rows = rows()
             except (psycopg.errors.UndefinedTable, pymysql.err.ProgrammingError):
                 aid_rows, job_rows = [], []
-            if aid_rows and aid_rows[0][4] and len(job_rows) == 1:
+            if len(aid_rows) == 1 and aid_rows[0][4] and len(job_rows) == 1:
                 break
             time.sleep(0.3)
     assert aid_rows == [("3673:1", "C1", "3673010101900001", "SITI AMINAH", True, {"deceased": "disdukcapil"})]
