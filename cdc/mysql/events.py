@@ -56,21 +56,6 @@ class EventWriter:
         self.send()
         self.output.submit([], "reads", ref, names, types, rows, where)
 
-    def insert(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
-        """A created row (``op: c``)."""
-        self.output.add((self._layout(schema), "c", None, row, None, none_sources, where))
-
-    def update(
-        self, schema: TableSchema, before: dict[str, Any], after: dict[str, Any], where: SourcePosition,
-        before_none: dict[str, str] | None = None, after_none: dict[str, str] | None = None,
-    ) -> None:
-        """An updated row (``op: u``); a changed primary key becomes ``d`` + tombstone, then ``c``."""
-        self.output.add((self._layout(schema), "u", before, after, before_none, after_none, where))
-
-    def delete(self, schema: TableSchema, row: dict[str, Any], where: SourcePosition, none_sources: dict[str, str] | None = None) -> None:
-        """A deleted row (``op: d``), then its tombstone."""
-        self.output.add((self._layout(schema), "d", row, None, none_sources, None, where))
-
     def binlog_table(self, table: BinlogTable) -> None:
         """A table's TableMapEvent, before the first of its rows events that :meth:`binlog_rows` gives."""
         self.pool.broadcast("describe_binlog_table", table)

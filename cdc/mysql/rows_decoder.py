@@ -63,12 +63,10 @@ class BinlogRowsDecoder:
     """Decodes :class:`BinlogRows` with the :class:`BinlogTable`\\ s described before them (no I/O)."""
 
     def __init__(self) -> None:
-        self._tables: dict[int, Table] = {}
         self._described: dict[int, BinlogTable] = {}
 
     def describe(self, table: BinlogTable) -> None:
         """Take a table's layout: later events naming its table id decode with it."""
-        self._tables[table.table.table_id] = table.table
         self._described[table.table.table_id] = table
 
     def decode(self, rows: BinlogRows) -> list[dict[str, Any]]:
@@ -77,7 +75,7 @@ class BinlogRowsDecoder:
         described = self._described[rows.table_id]
         packet = BinLogPacketWrapper(
             MysqlPacket(rows.packet, described.charset),
-            self._tables,
+            {rows.table_id: described.table},
             _Connection(described.charset, described.dbms),
             (0, 0, 0),
             rows.checksum,
