@@ -25,11 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simpul.cdc.errors import ConnectorError
-from simpul.cdc.publisher import DeadLetter, EventPublisher
+from simpul.cdc.row_encoding import DeadLetter
 from simpul.failures import failure_site
+
+if TYPE_CHECKING:  # worker processes import this module: no Kafka client in them
+    from simpul.cdc.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 

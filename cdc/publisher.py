@@ -20,7 +20,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import date, datetime, time as dtime
 from decimal import Decimal
 from typing import Any
@@ -34,11 +33,11 @@ from simpul.cdc import metrics
 from simpul.config import SimpulConfig, SourceSettings
 from simpul.kafka import client_config, create_topics, streaming_producer_config
 from simpul.metrics import LabelledChildren
-from simpul.schemas.wire import ConfluentAvroEncoder, SchemaRegistrar
+from simpul.cdc.row_encoding import DeadLetter, Position
+from simpul.schemas.registrar import SchemaRegistrar
+from simpul.schemas.wire import ConfluentAvroEncoder
 
 log = logging.getLogger(__name__)
-
-Position = dict[str, Any]
 
 HEARTBEAT_KEY_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -60,31 +59,8 @@ class IncompatibleSchema(Exception):
     """The registry refused a table's new schema (incompatible or invalid)."""
 
 
-def registered_encoders(
-    key_schema: dict[str, Any] | None, key_id: int | None, value_schema: dict[str, Any], value_id: int | None,
-) -> tuple[ConfluentAvroEncoder | None, ConfluentAvroEncoder | None]:
-    """Encoders of a table's schemas under the ids :meth:`EventPublisher.register_table` gave, for
-    a process that registers nothing itself (an encoding worker); None where there is no id.
-    The value encoder writes a ``source`` block passed again, the same dict, only once."""
-    key = ConfluentAvroEncoder(key_schema, key_id) if key_schema is not None and key_id is not None else None
-    value = ConfluentAvroEncoder(value_schema, value_id, repeated_field="source") if value_id is not None else None
-    return key, value
-
-
 class PublishError(RuntimeError):
     """Kafka refused an event for good: the connector must stop without confirming past it."""
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A row set aside: why (a short ``reason`` code and a message), where it came from, and what it was."""
-
-    reason: str
-    message: str
-    table: str
-    position: Position
-    key: dict[str, Any] | None = None
-    row: dict[str, Any] | None = None
 
 
 def _json_default(value: Any) -> Any:

@@ -11,9 +11,9 @@ once, into a reused buffer, with top-level fields whose type is a union of ``nul
 validating the whole nested record against each union branch (an envelope 27.0 → 18.9 µs). The
 bytes are identical either way, and a value the plain writers refuse is handed to fastavro.
 
-:class:`SchemaRegistrar` registers a schema once per subject with any Confluent-compatible
-registry (through confluent-kafka's ``SchemaRegistryClient``) and hands out encoders;
-:class:`ConfluentAvroDecoder` reads the format back for tests and consumers.
+:class:`ConfluentAvroDecoder` reads the format back for tests and consumers. Registering schemas
+is :mod:`simpul.schemas.registrar`'s: a connector's encoding workers import this module, and the
+registry client's imports would add some 20 MB to each of them.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ import json
 import struct
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import fastavro
-from confluent_kafka.schema_registry import Schema
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")
@@ -417,41 +415,3 @@ class ConfluentAvroDecoder:
             with self._lock:
                 self._writers[schema_id] = writer
         return writer
-
-
-@dataclass(frozen=True)
-class Registration:
-    """A schema as registered: its subject and global id."""
-
-    subject: str
-    schema_id: int
-
-
-class SchemaRegistrar:
-    """Registers schemas with a Confluent-compatible registry, once per (subject, schema).
-
-    ``client`` is confluent-kafka's ``SchemaRegistryClient`` (or anything with its
-    ``register_schema(subject, Schema) -> int``); subjects follow TopicNameStrategy. A schema the
-    registry refuses (HTTP 409, incompatible) raises the client's ``SchemaRegistryError``.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._ids: dict[tuple[str, str], int] = {}
-        self._lock = threading.Lock()
-
-    def register(self, topic: str, schema: str | Mapping[str, Any], is_key: bool = False) -> Registration:
-        """Register ``schema`` for the key or value of ``topic``; cached after the first call."""
-        text = schema if isinstance(schema, str) else json.dumps(schema, separators=(",", ":"))
-        subject = subject_name(topic, is_key)
-        with self._lock:
-            cached = self._ids.get((subject, text))
-            if cached is None:
-                cached = self._client.register_schema(subject, Schema(text, "AVRO"))
-                self._ids[(subject, text)] = cached
-        return Registration(subject, cached)
-
-    def encoder(self, topic: str, schema: str | Mapping[str, Any], is_key: bool = False) -> ConfluentAvroEncoder:
-        """A new encoder for ``topic``'s key or value, registering the schema if needed."""
-        registration = self.register(topic, schema, is_key)
-        return ConfluentAvroEncoder(schema, registration.schema_id)

@@ -39,7 +39,7 @@ from simpul.config import ConfigError, SimpulConfig
 from simpul.failures import failure_site
 from simpul.metrics import LabelledChildren
 from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
-from simpul.schemas.wire import SchemaRegistrar
+from simpul.schemas.registrar import SchemaRegistrar
 from simpul.streams import metrics
 from simpul.streams.changes import ChangeError, RowChange, decode_changes
 from simpul.streams.citizens import (

@@ -10,10 +10,10 @@ from typing import Any
 import fastavro
 import pytest
 
+from simpul.schemas.registrar import SchemaRegistrar
 from simpul.schemas.wire import (
     ConfluentAvroDecoder,
     ConfluentAvroEncoder,
-    SchemaRegistrar,
     WireFormatError,
     frame,
     subject_name,

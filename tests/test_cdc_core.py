@@ -13,7 +13,8 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from simpul.cdc.envelope import field, key_schema, value_schema
 from simpul.cdc.offsets import OffsetStore
-from simpul.cdc.publisher import DeadLetter, EventPublisher, IncompatibleSchema, dead_letter_topic, heartbeat_topic
+from simpul.cdc.publisher import EventPublisher, IncompatibleSchema, dead_letter_topic, heartbeat_topic
+from simpul.cdc.row_encoding import DeadLetter
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import ColumnRule, ConfigError, SimpulConfig, parse_config
 

@@ -15,7 +15,7 @@ import pytest
 
 from simpul.config import FeedbackField, load_config
 from simpul.schemas.resolution import FEEDBACK_SCHEMA
-from simpul.schemas.wire import SchemaRegistrar
+from simpul.schemas.registrar import SchemaRegistrar
 from simpul.seed.agencies import TABLES, table_rows
 from simpul.seed.population import generate_population
 from simpul.streams.app import OutputEncoders

@@ -16,7 +16,7 @@ from simpul.cdc.mysql.row_encoder import MysqlRowEncoder, QualityNote, SourcePos
 from simpul.cdc.mysql.rows_decoder import BinlogRows, BinlogTable
 from simpul.cdc.mysql.schema import build_table_schema
 from simpul.cdc.mysql.types import MysqlColumn
-from simpul.cdc.publisher import DeadLetter
+from simpul.cdc.row_encoding import DeadLetter
 from simpul.config import load_config
 from simpul.schemas.wire import ConfluentAvroDecoder
 

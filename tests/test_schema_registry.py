@@ -29,7 +29,8 @@ from simpul.schemas.registry import RegistryServer, RegistrySettings
 from simpul.schemas.registry.service import RegistryError, RegistryService, SchemaRequest
 from simpul.schemas.registry.state import RegistryState
 from simpul.kafka_store import Apply
-from simpul.schemas.wire import ConfluentAvroDecoder, SchemaRegistrar
+from simpul.schemas.registrar import SchemaRegistrar
+from simpul.schemas.wire import ConfluentAvroDecoder
 
 V1 = {"type": "record", "name": "Value", "namespace": "t", "fields": [{"name": "id", "type": "int"}]}
 V2 = {

@@ -30,7 +30,7 @@ from simpul.config import SimpulConfig, write_config
 from simpul.databases import connect_mysql, connect_postgres
 from simpul.kafka import client_config, committing_consumer_config, consume_available, create_topics, reliable_producer_config
 from simpul.schemas.resolution import CITIZEN_SCHEMA, FEEDBACK_SCHEMA, KEY_SCHEMA, LINK_SCHEMA, QUALITY_SCHEMA, REVIEW_SCHEMA, SOURCE_TS_HEADER
-from simpul.schemas.wire import SchemaRegistrar
+from simpul.schemas.registrar import SchemaRegistrar
 from simpul.seed.population import generate_population
 from simpul.shutdown import Shutdown
 from simpul.sinks.master_index import citizen_change, citizen_row

@@ -21,7 +21,7 @@ from simpul.cdc.envelope import DEBEZIUM_VERSION
 from simpul.cdc.mysql.rows_decoder import BinlogRows, BinlogRowsDecoder, BinlogTable
 from simpul.cdc.mysql.schema import TableSchema, build_table_schema
 from simpul.cdc.mysql.types import MysqlColumn
-from simpul.cdc.publisher import DeadLetter, registered_encoders
+from simpul.cdc.row_encoding import DeadLetter, registered_encoders
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import SourceSettings
 from simpul.schemas.wire import ConfluentAvroEncoder

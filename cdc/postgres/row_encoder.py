@@ -16,7 +16,7 @@ from typing import Any, Union
 from simpul.cdc.postgres.events import Event, SourcePosition, change_events, now_us, read_event, source_block, truncate_event
 from simpul.cdc.postgres.pgoutput import Delete, Insert, PgOutputDecoder, RawValue, Relation, Truncate, Update
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
-from simpul.cdc.publisher import DeadLetter, registered_encoders
+from simpul.cdc.row_encoding import DeadLetter, registered_encoders
 from simpul.cdc.transforms import ColumnTransforms, TableTransform
 from simpul.config import SourceSettings
 from simpul.schemas.wire import ConfluentAvroEncoder
