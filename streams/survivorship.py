@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -63,9 +63,11 @@ class SurvivorshipSettings(BaseModel):
         return self
 
 
-@dataclass(frozen=True)
-class Member:
-    """A citizen's member record as survivorship sees it: its fields and when it last changed."""
+class Member(NamedTuple):
+    """A citizen's member record as survivorship sees it: its fields and when it last changed.
+
+    A named tuple: every citizen message makes one per member, and a tuple is made in a fifth of
+    the time a frozen dataclass takes."""
 
     record_id: str
     source: str

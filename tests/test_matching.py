@@ -278,6 +278,21 @@ def test_score_matches_hand_calculation() -> None:
     json.dumps(score.to_dict())  # the explanation is JSON-ready
 
 
+def test_score_explains_with_the_current_parameters() -> None:
+    """Contributions are made once per parameter set: new estimates must reach the explanation."""
+    m = [[0.8, 0.05, 0.05, 0.05, 0.05], [0.9, 0.07, 0.03], [0.98, 0.02]]
+    u = [[0.001, 0.004, 0.005, 0.01, 0.98], [0.0001, 0.001, 0.9989], [0.5, 0.5]]
+    model = FellegiSunterModel(_small_settings(), m, u, lambda_=0.01)
+    a = {"name": "SITI AMINAH", "birth_date": date(1990, 3, 7), "sex": "P"}
+    before = model.score(a, dict(a))
+    model.set_parameters([[0.6, 0.1, 0.1, 0.1, 0.1], m[1], [0.9, 0.1]], u, 0.01)
+    after = model.score(a, dict(a))
+    assert [c.m for c in before.contributions] == [0.8, 0.9, 0.98]
+    assert [c.m for c in after.contributions] == [0.6, 0.9, 0.9]
+    assert after.contributions[0].weight == pytest.approx(math.log2(0.6 / 0.001))
+    assert after.weight == pytest.approx(math.log2(0.01 / 0.99) + sum(c.weight for c in after.contributions))
+
+
 def test_three_outcomes_at_thresholds() -> None:
     model = FellegiSunterModel(_small_settings(thresholds={"link": 0.99, "review": 0.8}))
     assert model.outcome(0.99) is Outcome.LINK
