@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
-from simpul.metrics import metric_name
+from simpul.metrics import UnlockedCounter, UnlockedHistogram, metric_name
 
-EVENTS = Counter(metric_name("cdc", "events_total"), "Change events published, by operation (Debezium: TotalNumberOf*EventsSeen).", ["source", "table", "op"])
+EVENTS = UnlockedCounter(metric_name("cdc", "events_total"), "Change events published, by operation (Debezium: TotalNumberOf*EventsSeen).", ["source", "table", "op"])
 TRANSACTIONS = Counter(metric_name("cdc", "committed_transactions_total"), "Source transactions fully published.", ["source"])
-COMMIT_TO_ACK = Histogram(
+COMMIT_TO_ACK = UnlockedHistogram(
     metric_name("cdc", "commit_to_ack", "seconds"),
     "From the source commit to Kafka's acknowledgement of the event (Debezium: MilliSecondsBehindSource).",
     ["source"],

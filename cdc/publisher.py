@@ -32,7 +32,6 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from simpul.cdc import metrics
 from simpul.config import SimpulConfig, SourceSettings
 from simpul.kafka import client_config, create_topics, streaming_producer_config
-from simpul.metrics import LabelledChildren
 from simpul.cdc.row_encoding import DeadLetter, Position
 from simpul.schemas.registrar import SchemaRegistrar
 from simpul.schemas.wire import ConfluentAvroEncoder
@@ -114,7 +113,7 @@ class EventPublisher:
         self._checkpoints: deque[tuple[int, Position]] = deque()
         self._failure: KafkaError | None = None
         self.dead_letters = 0
-        self._events = LabelledChildren(metrics.EVENTS)
+        self._count_event = metrics.EVENTS.inc
         self._commit_to_ack = metrics.COMMIT_TO_ACK.labels(source.name)
 
     # --- topics and schemas ----------------------------------------------------------------------
@@ -180,7 +179,7 @@ class EventPublisher:
         None: a tombstone); ``commit_ts_ms``, when given, times its commit-to-acknowledgement lag."""
         self._produce(topic, key, value, commit_ts_ms)
         if op is not None:
-            self._events(self.source.name, table, op).inc()
+            self._count_event((self.source.name, table, op))
 
     def heartbeat(self, ts_ms: int) -> None:
         """A Debezium heartbeat record, so a slot on an idle or filtered database can advance."""

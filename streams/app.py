@@ -159,7 +159,7 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
     index_built = False
 
     skipped, records_in = LabelledChildren(metrics.SKIPPED), LabelledChildren(metrics.RECORDS_IN)
-    decisions, outputs = LabelledChildren(metrics.DECISIONS), LabelledChildren(metrics.OUTPUTS)
+    decisions = LabelledChildren(metrics.DECISIONS)
 
     def dead_letter(reason: str, message: Any, value: bytes | None) -> None:
         producer.dead_letter("resolver", reason, message.topic, message.partition, message.offset, message.key, value)
@@ -226,7 +226,7 @@ def build_app(config: SimpulConfig, registry: SchemaRegistryClient | None = None
                 store.flush()
             for output, ts_ms in batch.outputs():
                 topic, key, value = encoders.encode(output)
-                outputs(output.kind, "upsert" if value is not None else "tombstone").inc()
+                metrics.OUTPUTS.inc((output.kind, "upsert" if value is not None else "tombstone"))
                 producer.produce(topic, key, value, {SOURCE_TS_HEADER: str(ts_ms).encode()})
             producer.poll()
             now = time.time()

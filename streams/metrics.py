@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from simpul.metrics import metric_name
+from simpul.metrics import UnlockedCounter, metric_name
 
-ROUTED = Counter(metric_name("router", "events_total"), "CDC events read and passed to the resolver, by source table.", ["source", "table"])
+ROUTED = UnlockedCounter(metric_name("router", "events_total"), "CDC events read and passed to the resolver, by source table.", ["source", "table"])
 ROUTER_LAG = Gauge(metric_name("router", "consumer_lag_messages"), "CDC events not yet routed, summed over the partitions this router reads.", ["topic"])
 RECORDS_IN = Counter(metric_name("resolver", "records_in_total"), "Row changes applied, by source table.", ["source", "table"])
 DECISIONS = Counter(metric_name("resolver", "decisions_total"), "Records decided, by outcome: link, review or new citizen.", ["outcome"])
@@ -18,7 +18,7 @@ SKIPPED = Counter(
     ["reason"],
 )
 DEAD_LETTERS = Counter(metric_name("streams", "dead_letters_total"), "Events set aside on the dead-letter topic, by stage and reason.", ["stage", "reason"])
-OUTPUTS = Counter(metric_name("resolver", "outputs_total"), "Messages written, by output (citizen, link, review, quality, feedback) and kind (upsert, tombstone).", ["output", "kind"])
+OUTPUTS = UnlockedCounter(metric_name("resolver", "outputs_total"), "Messages written, by output (citizen, link, review, quality, feedback) and kind (upsert, tombstone).", ["output", "kind"])
 APPLY_SECONDS = Histogram(
     metric_name("resolver", "apply", "seconds"),
     "Time to apply one row change (compare, cluster, survivorship).",

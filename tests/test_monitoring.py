@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import REGISTRY
 
 from simpul.config import SimpulConfig, parse_config
-from simpul.metrics import CDC_PORT_OFFSET, COMPONENT_PORT_OFFSETS, metrics_port
+from simpul.metrics import CDC_PORT_OFFSET, COMPONENT_PORT_OFFSETS, UnlockedCounter, UnlockedHistogram, metrics_port
 from simpul.stack import LocalStack, StackError
 from simpul.stack.prometheus import RULES_FILE, scrape_config
 
@@ -96,6 +96,9 @@ def families() -> list[Family]:
         for collector in list(registry._collector_to_names):
             if isinstance(collector, MetricWrapperBase):
                 found.append(Family(collector._name, collector._type, tuple(collector._labelnames)))
+            elif isinstance(collector, (UnlockedCounter, UnlockedHistogram)):
+                kind = "counter" if isinstance(collector, UnlockedCounter) else "histogram"
+                found.append(Family(collector.name, kind, collector.labelnames))
     return found
 
 
@@ -107,7 +110,7 @@ def defined(families: list[Family]) -> set[str]:
 
 def test_metric_families_are_found(families: list[Family]) -> None:
     names = {family.name for family in families}
-    for expected in ("simpul_cdc_slot_lag_bytes", "simpul_resolver_decisions", "simpul_sink_end_to_end_latency_seconds",
+    for expected in ("simpul_cdc_slot_lag_bytes", "simpul_cdc_events", "simpul_cdc_commit_to_ack_seconds", "simpul_resolver_decisions", "simpul_sink_end_to_end_latency_seconds",
                      "simpul_api_requests", "simpul_registry_requests", "simpul_changegen_changes"):
         assert expected in names
 
@@ -388,3 +391,23 @@ def test_kubernetes_metrics_ports_and_jobs_match_the_config() -> None:
     assert jobs == {job["job_name"] for job in scrape_config(config)["scrape_configs"]} - {"simpul-run", "simpul-registry", "simpul-changegen"}
     (monitor,) = (o for o in objects if o["kind"] == "ServiceMonitor")
     assert monitor["spec"]["jobLabel"] == "simpul.io/job"
+
+
+def test_unlocked_metrics_expose_what_prometheus_clients_own_would() -> None:
+    """The per-event counter and histogram without locks read exactly as prometheus_client's."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.001, 0.01, 0.1, 1, 10)
+    counter = UnlockedCounter("simpul_test_events_total", "Events.", ["source", "op"], registry=ours)
+    histogram = UnlockedHistogram("simpul_test_lag_seconds", "Lag.", ["source"], buckets, registry=ours)
+    reference_counter = Counter("simpul_test_events_total", "Events.", ["source", "op"], registry=theirs)
+    reference_histogram = Histogram("simpul_test_lag_seconds", "Lag.", ["source"], buckets=buckets, registry=theirs)
+    for source, op, lag in [("dinsos", "c", 0.0005), ("dinsos", "u", 0.01), ("dinkes", "c", 0.3), ("dinsos", "c", 42.0), ("dinsos", "c", 1.0)]:
+        counter.inc((source, op))
+        reference_counter.labels(source, op).inc()
+        histogram.labels(source).observe(lag)
+        reference_histogram.labels(source).observe(lag)
+
+    def samples(registry: CollectorRegistry) -> list[str]:
+        return sorted(line for line in generate_latest(registry).decode().splitlines() if "_created" not in line)
+
+    assert samples(ours) == samples(theirs)
