@@ -8,11 +8,12 @@ import struct
 from datetime import date
 
 import pytest
+from pymysql import converters
 from pymysqlreplication.column import Column
 from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.table import Table
 
-from simpul.cdc.mysql.row_encoder import MysqlRowEncoder, QualityNote, SourcePosition, TableLayout
+from simpul.cdc.mysql.row_encoder import MysqlRowEncoder, QualityNote, SourcePosition, TableLayout, _text_converters
 from simpul.cdc.mysql.rows_decoder import BinlogRows, BinlogTable
 from simpul.cdc.mysql.schema import build_table_schema
 from simpul.cdc.mysql.types import MysqlColumn
@@ -85,6 +86,17 @@ def test_mysql_bad_rows_become_dead_letters_and_zero_dates_notes(encoder_and_dec
     ((read,), (zero_read, zero_event)) = encoder.reads(1, ("id", "nama", "lahir", "umur"), types, [("6", "Euis", "1990-01-05", "2"), ("7", "Asep", "0000-00-00", None)], at)
     assert read[4] == "r" and decoder.decode(read[2])["after"] == {"id": 6, "nama": "Euis", "lahir": 7309, "umur": 2}
     assert zero_read == QualityNote(zero_read.table, "lahir", "zero_date") and decoder.decode(zero_event[2])["after"]["lahir"] is None
+
+
+def test_mysql_snapshot_dates_read_as_pymysql_reads_them() -> None:
+    """The snapshot's own date parsing gives pymysql's values for every text the server sends."""
+    datetime_of, timestamp_of, date_of = _text_converters((FIELD_TYPE.DATETIME, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.DATE))
+    for text in ("2024-01-02 03:04:05", "2024-01-02 03:04:05.5", "2024-01-02 03:04:05.123", "2024-01-02 03:04:05.000000",
+                 "1000-01-01 00:00:00", "9999-12-31 23:59:59.999999", "0000-00-00 00:00:00", "2024-00-00 00:00:00", b"2024-01-02 03:04:05"):
+        assert datetime_of(text) == timestamp_of(text) == converters.convert_datetime(text), text
+    for text in ("2024-01-02", "1000-01-01", "0000-00-00", "2024-02-00", b"2024-01-02"):
+        assert date_of(text) == converters.convert_date(text), text
+    assert _text_converters((FIELD_TYPE.LONG,)) == (converters.decoders[FIELD_TYPE.LONG],)
 
 
 def _write_rows_packet(table_id: int, rows: list[tuple[int, str, int]]) -> bytes:
