@@ -99,6 +99,11 @@ def test_mysql_snapshot_dates_read_as_pymysql_reads_them() -> None:
     assert _text_converters((FIELD_TYPE.LONG,)) == (converters.decoders[FIELD_TYPE.LONG],)
 
 
+def test_mysql_source_position_at_another_row_keeps_every_other_field() -> None:
+    at = SourcePosition("mariadb-bin.000003", 1234, 0, "0-1-77", 9, 1_700_000_000_123, "last", 42)
+    assert at.at_row(5) == SourcePosition("mariadb-bin.000003", 1234, 5, "0-1-77", 9, 1_700_000_000_123, "last", 42)
+
+
 def _write_rows_packet(table_id: int, rows: list[tuple[int, str, int]]) -> bytes:
     """A WRITE_ROWS_EVENT_V1 as the server sends it, of ``orang`` rows (id, nama, lahir NULL, umur)."""
     body = table_id.to_bytes(6, "little") + b"\x00\x00" + bytes([4]) + b"\x0f"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from pymysql import converters
 from pymysql.constants import FIELD_TYPE
@@ -29,9 +29,11 @@ from simpul.config import SourceSettings
 from simpul.schemas.wire import ConfluentAvroEncoder
 
 
-@dataclass(frozen=True)
-class SourcePosition:
-    """Where a row came from, as Debezium's MySQL ``source`` block states it."""
+class SourcePosition(NamedTuple):
+    """Where a row came from, as Debezium's MySQL ``source`` block states it.
+
+    A named tuple: a streaming worker makes one per row, and a frozen dataclass took 2.3 µs to
+    make (``dataclasses.replace`` 4.8 µs), a tuple a fraction of that."""
 
     file: str
     pos: int
@@ -45,6 +47,10 @@ class SourcePosition:
     def as_dict(self) -> dict[str, Any]:
         """The position for a dead letter."""
         return {"file": self.file, "pos": self.pos, "row": self.row, "gtid": self.gtid}
+
+    def at_row(self, row: int) -> SourcePosition:
+        """This position at another row of its event (``_replace`` takes four times as long)."""
+        return SourcePosition(*self[:2], row, *self[3:])
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,7 @@ class MysqlRowEncoder:
         outcome: list[Any] = []
         ref, op, where = event.ref, event.op, event.where
         for index, row in enumerate(rows):
-            at = replace(where, row=index)
+            at = where.at_row(index)
             if op == "c":
                 outcome.extend(self._outcome((ref, op, None, row["values"], None, row.get("none_sources"), at)))
             elif op == "d":

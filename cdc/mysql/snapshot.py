@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pymysql
@@ -172,5 +172,5 @@ def _read_tables(
                 writer.publisher.poll(0)
         metrics.SNAPSHOT_TABLES_REMAINING.labels(name).set(len(source.tables) - index - 1)
     if held is not None:
-        writer.reads(*held, replace(where, snapshot="last"))
+        writer.reads(*held, where._replace(snapshot="last"))
     writer.publish_all()
