@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -15,13 +16,17 @@ from simpul.cdc.mysql.types import (
     UnsupportedColumnType,
     avro_type,
     column_from_binlog,
+    column_converter,
     column_from_information_schema,
-    convert,
     parse_enum_values,
 )
 from simpul.cdc.transforms import ColumnTransforms, TableTransform
 from simpul.config import ColumnRule
 from pymysqlreplication.column import Column
+
+
+def convert(column: MysqlColumn, value: Any, none_source: str | None = None) -> tuple[Any, str | None]:
+    return column_converter(column)(value, none_source)
 
 
 def col(column_type: str, charset: str | None = "utf8mb4", json_check: bool = False) -> MysqlColumn:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from simpul.cdc.envelope import envelope_schema, field, key_schema, source_schema, value_schema
-from simpul.cdc.mysql.types import MysqlColumn, convert
+from simpul.cdc.mysql.types import Converter, MysqlColumn, column_converter
 from simpul.cdc.transforms import TableTransform
 
 MYSQL_SOURCE_SCHEMA = source_schema(
@@ -55,14 +56,18 @@ class TableSchema:
         record: dict[str, Any] = {}
         notes: list[Note] = []
         sources = none_sources or {}
-        for column in self.columns:
-            value, note = convert(column, values.get(column.name), sources.get(column.name))
-            record[column.name] = value
+        for name, convert in self._converters:
+            value, note = convert(values.get(name), sources.get(name))
+            record[name] = value
             if note is not None:
-                notes.append(Note(column.name, note))
+                notes.append(Note(name, note))
         shaped = self.transform.row(record)
         assert shaped is not None
         return shaped, notes
+
+    @cached_property
+    def _converters(self) -> tuple[tuple[str, Converter], ...]:
+        return tuple((column.name, column_converter(column)) for column in self.columns)
 
     def key_of(self, record: dict[str, Any]) -> dict[str, Any] | None:
         """The ``Key`` record of a converted row, or None for a table without a primary key.

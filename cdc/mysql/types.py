@@ -8,7 +8,7 @@ Both give the same Avro type, so the hand-off from snapshot to binlog registers 
 Mappings follow Debezium's MySQL connector with its defaults (``time.precision.mode=adaptive_time_microseconds``,
 ``decimal.handling.mode=precise``, ``bigint.unsigned.handling.mode=long``). Values arrive either
 from pymysql (snapshot: zero dates as strings, SET as ``"a,b"``) or from mysql-replication
-(binlog: zero dates as None with a reason, SET as a Python set); :func:`convert` accepts both.
+(binlog: zero dates as None with a reason, SET as a Python set); :func:`column_converter` accepts both.
 Everything here is pure, so every mapping is unit-tested without a server.
 """
 
@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from simpul.cdc.envelope import AvroType, connect_decimal, connect_int16, connect_type
@@ -263,62 +265,98 @@ def _bits(column: MysqlColumn, value: Any) -> bytes | bool:
     return number.to_bytes(((column.length or 1) + 7) // 8, "little")
 
 
-def convert(column: MysqlColumn, value: Any, none_source: str | None = None) -> tuple[Any, str | None]:
-    """``value`` of ``column`` as its Avro value, and a data-quality note (a reason code) or None.
+Converter = Callable[[Any, Any], tuple[Any, Any]]
 
-    ``none_source`` is mysql-replication's reason for a None it produced (a zero date, an empty SET).
-    Raises :class:`MysqlValueError` when the value cannot travel in the column's type.
+
+@lru_cache(maxsize=4096)
+def column_converter(column: MysqlColumn) -> Converter:
+    """The conversion of ``column``'s values: ``(value, none_source)`` to its Avro value and a
+    data-quality note (a reason code) or None.
+
+    ``none_source`` is mysql-replication's reason for a None it produced (a zero date, an empty
+    SET). The converter raises :class:`MysqlValueError` when a value cannot travel in the column's
+    type. The type's branch is chosen here, once per column, not per value.
     """
+    convert_value = _value_converter(column)
+    empty_set = "" if column.type_name == "set" else None
+
+    def convert_column(value: Any, none_source: str | None = None) -> tuple[Any, str | None]:
+        if value is None:
+            if none_source in ZERO_DATE_SOURCES:
+                return None, "zero_date"
+            if empty_set is not None and none_source == EMPTY_SET_SOURCE:
+                return empty_set, None
+            return None, None
+        return convert_value(value)
+
+    return convert_column
+
+
+def _value_converter(column: MysqlColumn) -> Callable[[Any], tuple[Any, str | None]]:
+    """The conversion of one column's non-null values (see :func:`column_converter`)."""
     t = column.type_name
-    if value is None:
-        if none_source in ZERO_DATE_SOURCES:
-            return None, "zero_date"
-        if t == "set" and none_source == EMPTY_SET_SOURCE:
-            return "", None
-        return None, None
-    if t in ("date", "datetime") and is_zero_date(value):
-        return None, "zero_date"
     if t == "tinyint":
-        return (bool(value) if column.boolean else int(value)), None
+        return (lambda v: (bool(v), None)) if column.boolean else (lambda v: (int(v), None))
     if t in ("smallint", "mediumint", "int", "year"):
-        return int(value), None
+        return lambda v: (int(v), None)
     if t == "bigint":
-        number = int(value)
-        if number > LONG_MAX:
-            raise MysqlValueError("unsigned_out_of_range", f"{column.name}: BIGINT UNSIGNED value above 2^63-1 does not fit a long")
-        return number, None
+        return lambda v: (_long(column, v), None)
     if t in ("float", "double"):
-        return float(value), None
+        return lambda v: (float(v), None)
     if t == "decimal":
-        number = Decimal(value) if not isinstance(value, Decimal) else value
-        if not number.is_finite():
-            raise MysqlValueError("conversion_error", f"{column.name}: decimal is not finite")
-        # fastavro refuses a Decimal with more fraction digits than the schema's scale.
-        return number.quantize(Decimal(1).scaleb(-(column.scale or 0))), None
+        quantum = Decimal(1).scaleb(-(column.scale or 0))
+        return lambda v: (_decimal(column, v, quantum), None)
     if t == "bit":
-        return _bits(column, value), None
+        return lambda v: (_bits(column, v), None)
     if t == "date":
-        day = value.date() if isinstance(value, datetime) else value
-        return (day - EPOCH_DATE).days, None
+        return _date_value
     if t == "datetime":
-        micros = _epoch_micros(value)
-        return (micros // 1000 if column.fsp <= 3 else micros), None
+        millis = column.fsp <= 3
+        return lambda v: _ZERO_DATE if is_zero_date(v) else ((_epoch_micros(v) // 1000 if millis else _epoch_micros(v)), None)
     if t == "timestamp":
-        return zoned_timestamp(value), None
+        return lambda v: (zoned_timestamp(v), None)
     if t == "time":
-        return micro_time(value), None
+        return lambda v: (micro_time(v), None)
     if t in ("char", "varchar", "text", "enum"):
-        return _text(column, value), None
+        return lambda v: (_text(column, v), None)
     if t == "set":
-        if isinstance(value, (set, frozenset)):
-            # Debezium lists a SET's members in their declared order.
-            return ",".join(v for v in column.values if v in value), None
-        return _text(column, value), None
+        # Debezium lists a SET's members in their declared order.
+        return lambda v: ((",".join(m for m in column.values if m in v) if isinstance(v, (set, frozenset)) else _text(column, v)), None)
     if t == "json":
-        return (value if isinstance(value, str) else _text(column, value) if isinstance(value, bytes) else json.dumps(value, default=_json_bytes)), None
+        return lambda v: ((v if isinstance(v, str) else _text(column, v) if isinstance(v, bytes) else json.dumps(v, default=_json_bytes)), None)
     if t in ("binary", "varbinary", "blob"):
-        return (bytes(value) if isinstance(value, (bytes, bytearray)) else str(value).encode(_python_encoding(column.charset))), None
-    raise UnsupportedColumnType(f"{column.name}: MySQL type {t} has no conversion")
+        encoding = _python_encoding(column.charset)
+        return lambda v: ((bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode(encoding)), None)
+
+    def unsupported(value: Any) -> tuple[Any, str | None]:
+        raise UnsupportedColumnType(f"{column.name}: MySQL type {t} has no conversion")
+
+    return unsupported
+
+
+_ZERO_DATE: tuple[None, str] = (None, "zero_date")
+
+
+def _date_value(value: Any) -> tuple[Any, str | None]:
+    if is_zero_date(value):
+        return _ZERO_DATE
+    day = value.date() if isinstance(value, datetime) else value
+    return (day - EPOCH_DATE).days, None
+
+
+def _long(column: MysqlColumn, value: Any) -> int:
+    number = int(value)
+    if number > LONG_MAX:
+        raise MysqlValueError("unsigned_out_of_range", f"{column.name}: BIGINT UNSIGNED value above 2^63-1 does not fit a long")
+    return number
+
+
+def _decimal(column: MysqlColumn, value: Any, quantum: Decimal) -> Decimal:
+    number = Decimal(value) if not isinstance(value, Decimal) else value
+    if not number.is_finite():
+        raise MysqlValueError("conversion_error", f"{column.name}: decimal is not finite")
+    # fastavro refuses a Decimal with more fraction digits than the schema's scale.
+    return number.quantize(quantum)
 
 
 def _json_bytes(value: Any) -> Any:
