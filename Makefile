@@ -28,6 +28,7 @@ bench: deps ## the benchmarks (not part of make test); figures in bench/results/
 	$(BIN)/simpul stack up
 	$(BIN)/python -m bench.cdc_postgres $(BENCH_ARGS)
 	$(BIN)/python -m bench.cdc_mysql --config simpul.yaml $(BENCH_ARGS_MYSQL)
+	$(BIN)/python -m bench.row_encoders --config simpul.yaml
 	$(BIN)/python -m bench.er_resolver
 	$(BIN)/python -m bench.avro_encoding --config simpul.yaml
 	$(BIN)/python -m bench.er --config simpul.yaml $(BENCH_ARGS_ER)
