@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 from simpul.cdc.envelope import AvroType, connect_decimal, connect_int16, connect_type
@@ -268,7 +267,6 @@ def _bits(column: MysqlColumn, value: Any) -> bytes | bool:
 Converter = Callable[[Any, Any], tuple[Any, Any]]
 
 
-@lru_cache(maxsize=4096)
 def column_converter(column: MysqlColumn) -> Converter:
     """The conversion of ``column``'s values: ``(value, none_source)`` to its Avro value and a
     data-quality note (a reason code) or None.
@@ -278,70 +276,62 @@ def column_converter(column: MysqlColumn) -> Converter:
     type. The type's branch is chosen here, once per column, not per value.
     """
     convert_value = _value_converter(column)
-    empty_set = "" if column.type_name == "set" else None
+    is_set = column.type_name == "set"
+    has_zero_dates = column.type_name in ("date", "datetime")
 
     def convert_column(value: Any, none_source: str | None = None) -> tuple[Any, str | None]:
         if value is None:
             if none_source in ZERO_DATE_SOURCES:
                 return None, "zero_date"
-            if empty_set is not None and none_source == EMPTY_SET_SOURCE:
-                return empty_set, None
+            if is_set and none_source == EMPTY_SET_SOURCE:
+                return "", None
             return None, None
-        return convert_value(value)
+        if has_zero_dates and is_zero_date(value):
+            return None, "zero_date"
+        return convert_value(value), None
 
     return convert_column
 
 
-def _value_converter(column: MysqlColumn) -> Callable[[Any], tuple[Any, str | None]]:
-    """The conversion of one column's non-null values (see :func:`column_converter`)."""
+def _value_converter(column: MysqlColumn) -> Callable[[Any], Any]:
+    """The conversion of one column's non-null, non-zero-date values (see :func:`column_converter`)."""
     t = column.type_name
     if t == "tinyint":
-        return (lambda v: (bool(v), None)) if column.boolean else (lambda v: (int(v), None))
+        return bool if column.boolean else int
     if t in ("smallint", "mediumint", "int", "year"):
-        return lambda v: (int(v), None)
+        return int
     if t == "bigint":
-        return lambda v: (_long(column, v), None)
+        return lambda v: _long(column, v)
     if t in ("float", "double"):
-        return lambda v: (float(v), None)
+        return float
     if t == "decimal":
         quantum = Decimal(1).scaleb(-(column.scale or 0))
-        return lambda v: (_decimal(column, v, quantum), None)
+        return lambda v: _decimal(column, v, quantum)
     if t == "bit":
-        return lambda v: (_bits(column, v), None)
+        return lambda v: _bits(column, v)
     if t == "date":
-        return _date_value
+        return lambda v: ((v.date() if isinstance(v, datetime) else v) - EPOCH_DATE).days
     if t == "datetime":
-        millis = column.fsp <= 3
-        return lambda v: _ZERO_DATE if is_zero_date(v) else ((_epoch_micros(v) // 1000 if millis else _epoch_micros(v)), None)
+        return (lambda v: _epoch_micros(v) // 1000) if column.fsp <= 3 else _epoch_micros
     if t == "timestamp":
-        return lambda v: (zoned_timestamp(v), None)
+        return zoned_timestamp
     if t == "time":
-        return lambda v: (micro_time(v), None)
+        return micro_time
     if t in ("char", "varchar", "text", "enum"):
-        return lambda v: (_text(column, v), None)
+        return lambda v: _text(column, v)
     if t == "set":
         # Debezium lists a SET's members in their declared order.
-        return lambda v: ((",".join(m for m in column.values if m in v) if isinstance(v, (set, frozenset)) else _text(column, v)), None)
+        return lambda v: ",".join(m for m in column.values if m in v) if isinstance(v, (set, frozenset)) else _text(column, v)
     if t == "json":
-        return lambda v: ((v if isinstance(v, str) else _text(column, v) if isinstance(v, bytes) else json.dumps(v, default=_json_bytes)), None)
+        return lambda v: v if isinstance(v, str) else _text(column, v) if isinstance(v, bytes) else json.dumps(v, default=_json_bytes)
     if t in ("binary", "varbinary", "blob"):
         encoding = _python_encoding(column.charset)
-        return lambda v: ((bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode(encoding)), None)
+        return lambda v: bytes(v) if isinstance(v, (bytes, bytearray)) else str(v).encode(encoding)
 
-    def unsupported(value: Any) -> tuple[Any, str | None]:
+    def unsupported(value: Any) -> Any:
         raise UnsupportedColumnType(f"{column.name}: MySQL type {t} has no conversion")
 
     return unsupported
-
-
-_ZERO_DATE: tuple[None, str] = (None, "zero_date")
-
-
-def _date_value(value: Any) -> tuple[Any, str | None]:
-    if is_zero_date(value):
-        return _ZERO_DATE
-    day = value.date() if isinstance(value, datetime) else value
-    return (day - EPOCH_DATE).days, None
 
 
 def _long(column: MysqlColumn, value: Any) -> int:
