@@ -113,7 +113,6 @@ class EventPublisher:
         self._checkpoints: deque[tuple[int, Position]] = deque()
         self._failure: KafkaError | None = None
         self.dead_letters = 0
-        self._count_event = metrics.EVENTS.inc
         self._commit_to_ack = metrics.COMMIT_TO_ACK.labels(source.name)
 
     # --- topics and schemas ----------------------------------------------------------------------
@@ -179,7 +178,7 @@ class EventPublisher:
         None: a tombstone); ``commit_ts_ms``, when given, times its commit-to-acknowledgement lag."""
         self._produce(topic, key, value, commit_ts_ms)
         if op is not None:
-            self._count_event((self.source.name, table, op))
+            metrics.EVENTS.inc((self.source.name, table, op))
 
     def heartbeat(self, ts_ms: int) -> None:
         """A Debezium heartbeat record, so a slot on an idle or filtered database can advance."""

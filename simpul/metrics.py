@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
@@ -124,13 +125,10 @@ class UnlockedHistogram(Collector):
     def collect(self) -> Iterator[Metric]:
         """The histogram family: cumulative buckets, ``+Inf``, count and sum per label set."""
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        bounds = [floatToGoString(bound) for bound in (*self.bounds, float("inf"))]
         for values, child in list(self._children.items()):
-            counts, total = list(child.counts), child.sum
-            cumulative, buckets = 0, []
-            for bound, n in zip((*self.bounds, float("inf")), counts):
-                cumulative += n
-                buckets.append((floatToGoString(bound), cumulative))
-            family.add_metric(list(values), buckets, total)
+            total = child.sum
+            family.add_metric(list(values), list(zip(bounds, accumulate(child.counts))), total)
         yield family
 
 

@@ -85,7 +85,6 @@ class ChangeRouter:
         create_router_topics(config, inputs)
         self.inputs = {t.topic: t for t in inputs}
         self.envelopes = EnvelopeReader(registry or SchemaRegistryClient({"url": config.schema_registry.url}))
-        self._routed_labels = {t.topic: (t.source, t.table) for t in inputs}
         self.producer = ConfirmedProducer(config, "simpul-router")
         self.consumer = Consumer(committing_consumer_config(client_config(config.kafka), f"{p.app_id}-router"))
 
@@ -132,7 +131,7 @@ class ChangeRouter:
             except (ChangeError, WireFormatError, ValueError, KeyError, TypeError, EOFError) as exc:
                 self.producer.dead_letter("router", dead_letter_reason(exc), message.topic(), message.partition(), message.offset(), message.key(), message.value())
                 continue
-            metrics.ROUTED.inc(self._routed_labels[message.topic()])
+            metrics.ROUTED.inc((where.source, where.table))
         self._send(changes)
         self.producer.confirm()
         offsets: dict[tuple[str, int], int] = {}
