@@ -42,6 +42,24 @@ TOPIC = "bench.public.bench"
 SCHEMA_ID = 1
 # PostgreSQL type oids of the table's columns.
 INT4_OID, TEXT_OID, NUMERIC_OID, TIMESTAMP_OID, TIMESTAMPTZ_OID, JSONB_OID = 23, 25, 1700, 1114, 1184, 3802
+# The type modifier of numeric(20,6); -1 is an unconstrained numeric, as in bench.cdc_postgres.
+NUMERIC_20_6 = ((20 << 16) | 6) + 4
+
+
+def bench_relation(numeric_typmod: int) -> Relation:
+    """``bench.cdc_postgres``'s table as pgoutput describes it, its numeric column with ``numeric_typmod``."""
+    return Relation(1, "public", "bench", "f", (
+        Column("id", INT4_OID, -1, True), Column("string_field", TEXT_OID, -1, False),
+        Column("numeric_field", NUMERIC_OID, numeric_typmod, False), Column("timestamp_field", TIMESTAMPTZ_OID, -1, False),
+        Column("json_field", JSONB_OID, -1, False), Column("inserted_at", TIMESTAMP_OID, -1, False),
+        Column("updated_at", TIMESTAMP_OID, -1, False),
+    ))
+
+
+def text_row(i: int) -> tuple[str, ...]:
+    """Row ``i`` of that table as the server's text (a snapshot reads ``::text``, pgoutput sends text)."""
+    return (str(i), f"{i:032x}", f"{i}.142857", "2026-12-05 09:00:00.123456+00", f'{{"n": {i}}}',
+            "2026-12-05 09:00:00.123456", "2026-12-05 09:00:00.123456")
 
 
 def resolver_outputs(config_path: str, citizens: int, seed: int) -> dict[str, list[dict[str, Any]]]:
@@ -61,27 +79,17 @@ def debezium_envelopes(count: int) -> tuple[dict[str, Any], list[dict[str, Any]]
     """The envelope schema of a table shaped like ``bench.cdc_postgres``'s (with a ``numeric(20,6)``),
     ``count`` snapshot envelopes sharing one source block, and ``count`` streamed inserts each with
     its own: built by the PostgreSQL connector's own code from text rows, as it reads them."""
-    columns = (
-        Column("id", INT4_OID, -1, True), Column("string_field", TEXT_OID, -1, False),
-        Column("numeric_field", NUMERIC_OID, ((20 << 16) | 6) + 4, False), Column("timestamp_field", TIMESTAMPTZ_OID, -1, False),
-        Column("json_field", JSONB_OID, -1, False), Column("inserted_at", TIMESTAMP_OID, -1, False),
-        Column("updated_at", TIMESTAMP_OID, -1, False),
-    )
-    relation = Relation(1, "public", "bench", "f", columns)
+    relation = bench_relation(NUMERIC_20_6)
     table = build_table_schema(TOPIC, relation)
     transform = TableTransform({})
     now_us = 1_796_452_204_501_000
 
-    def row(i: int) -> tuple[str, ...]:
-        return (str(i), f"{i:032x}", f"{i}.142857", "2026-12-05 09:00:00.123456+00", f'{{"n": {i}}}',
-                "2026-12-05 09:00:00.123456", "2026-12-05 09:00:00.123456")
-
     shared = source_block("bench", "bench", table, SourcePosition(1_000_000, None, now_us, None, "true"))
-    snapshot = [read_event(table, transform, row(i), shared, now_us + 37 * i).envelope for i in range(count)]
+    snapshot = [read_event(table, transform, text_row(i), shared, now_us + 37 * i).envelope for i in range(count)]
     streamed = []
     for i in range(count):
         position = SourcePosition(1_000_000 + 120 * i, 1_000 + i // 10, now_us + i, 1_000_000 + 120 * i - 1)
-        (event,) = change_events(table, transform, Insert(relation, row(i)), source_block("bench", "bench", table, position), now_us + 37 * i)
+        (event,) = change_events(table, transform, Insert(relation, text_row(i)), source_block("bench", "bench", table, position), now_us + 37 * i)
         streamed.append(event.envelope)
     return table.envelope, snapshot, streamed
 

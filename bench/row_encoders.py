@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pymysql.constants import FIELD_TYPE
 
+from bench.avro_encoding import bench_relation, text_row
 from bench.harness import write_results
 from simpul.cdc.mysql.row_encoder import MysqlRowEncoder, SourcePosition, TableLayout
 from simpul.cdc.mysql.types import MysqlColumn
-from simpul.cdc.postgres.pgoutput import Column, Relation
 from simpul.cdc.postgres.row_encoder import RowEncoder, TableDescription
 from simpul.config import SimpulConfig, load_config
 
@@ -57,14 +57,10 @@ def mysql_snapshot(config: SimpulConfig, rows: int, repeat: int) -> float:
 
 def postgres_snapshot(config: SimpulConfig, rows: int, repeat: int) -> float:
     """µs of CPU per PostgreSQL snapshot row (columns read as ``::text``, converted and encoded)."""
-    relation = Relation(16384, "public", "bench", "f", (
-        Column("id", 23, -1, True), Column("string_field", 25, -1, False), Column("numeric_field", 1700, -1, False),
-        Column("timestamp_field", 1184, -1, False), Column("json_field", 3802, -1, False),
-        Column("inserted_at", 1114, -1, False), Column("updated_at", 1114, -1, False),
-    ))
+    relation = bench_relation(-1)
     encoder = RowEncoder(next(s for s in config.sources if s.kind == "postgres"))
     encoder.describe(TableDescription(relation, relation, None, KEY_ID, VALUE_ID))
-    text = [(str(i), f"text {i:08d}", "142857.1428571428571429", f"{TIMESTAMP}+00", f'{{"n": {i}}}', TIMESTAMP, TIMESTAMP) for i in range(rows)]
+    text = [text_row(i) for i in range(rows)]
     return _cpu_us_per_row(lambda: encoder.reads(relation.oid, 1_700_000_000_000_000, 0x1_6B37_4D48, "true", text), rows, repeat)
 
 
