@@ -241,12 +241,27 @@ def _plain_cases() -> list[tuple[Any, Any]]:
         (REVIEW_SCHEMA, {"record_a": "a", "record_b": "b", "master_a": "A", "master_b": "B", "probability": 0.5, "weight": 0.0,
                          "contributions": {"x": 1.0}, "levels": {"name": "jaro_winkler>=0.95"}}),
         (QUALITY_SCHEMA, {"issue": "nik_placeholder", "master_id": None, "record_ids": [], "detected_ms": 1}),
+        (NESTED, {"items": [], "index": {}, "tags": None}),
+        (NESTED, {"items": [{"n": 1, "note": None, "codes": []}, {"n": -(2**40), "note": "ç" * 9000, "codes": [[2, 3], [], [8192]]}],
+                  "index": {"a": [1.5, None], "": []}, "tags": {"x": {"n": 0, "note": "", "codes": [[]]}}}),
     ]
+
+
+# Arrays of records, maps of arrays, arrays of arrays, and a record named again by reference.
+NESTED = {
+    "type": "record", "name": "Nested", "fields": [
+        {"name": "items", "type": {"type": "array", "items": {"type": "record", "name": "Item", "fields": [
+            {"name": "n", "type": "long"}, {"name": "note", "type": ["string", "null"]},
+            {"name": "codes", "type": {"type": "array", "items": {"type": "array", "items": "int"}}}]}}},
+        {"name": "index", "type": {"type": "map", "values": {"type": "array", "items": ["null", "double"]}}},
+        {"name": "tags", "type": ["null", {"type": "map", "values": "Item"}]},
+    ],
+}
 
 
 @pytest.mark.parametrize(("schema", "record"), _plain_cases())
 def test_plain_writer_writes_what_fastavro_writes(schema, record) -> None:
-    from simpul.schemas.wire import PlainWriterBuilder
+    from simpul.schemas.plain_writer import PlainWriterBuilder
 
     parsed = fastavro.parse_schema(schema)
     assert PlainWriterBuilder(parsed).writer(parsed) is not None, "this shape should not need fastavro"
@@ -259,7 +274,7 @@ def ENVELOPE_OF(value: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - reads 
 
 
 def test_plain_writer_leaves_what_it_does_not_write_to_fastavro() -> None:
-    from simpul.schemas.wire import PlainWriterBuilder
+    from simpul.schemas.plain_writer import PlainWriterBuilder
 
     def plain(schema: Any) -> bool:
         parsed = fastavro.parse_schema(schema)
@@ -272,6 +287,9 @@ def test_plain_writer_leaves_what_it_does_not_write_to_fastavro() -> None:
     assert not plain({"type": "fixed", "name": "F", "size": 2})
     assert not plain(["null", "string", "long"])
     assert not plain({"type": "int", "logicalType": "date"})
+    # A recursive type (a list of itself) cannot be written out in straight lines: fastavro's.
+    assert not plain({"type": "record", "name": "Node", "fields": [{"name": "next", "type": ["null", "Node"]}]})
+    assert not plain({"type": "record", "name": "Tree", "fields": [{"name": "kids", "type": {"type": "array", "items": "Tree"}}]})
 
 
 @pytest.mark.parametrize(
@@ -313,7 +331,7 @@ def test_long_varints_are_what_fastavro_writes_across_the_whole_range() -> None:
 
 def test_decimals_are_written_as_fastavro_writes_them() -> None:
     from simpul.cdc.envelope import connect_decimal
-    from simpul.schemas.wire import PlainWriterBuilder
+    from simpul.schemas.plain_writer import PlainWriterBuilder
 
     def schema_of(precision: int, scale: int) -> dict[str, Any]:
         return {"type": "record", "name": "D", "fields": [{"name": "d", "type": ["null", connect_decimal(precision, scale)]}]}
