@@ -253,6 +253,8 @@ def _fraction_reader(fsp: int) -> Callable[[bytes, int], tuple[int, int]]:
 
 
 def _datetime2_reader(fsp: int) -> Reader:
+    """DATETIME(fsp): 40 big-endian bits (sign, year * 13 + month, day, hour, minute, second), then
+    the fraction; a zero or partly zero date reads as None, its fraction skipped."""
     read_fraction = _fraction_reader(fsp)
 
     def read_datetime2(data: bytes, pos: int) -> tuple[Any, int]:
@@ -269,6 +271,7 @@ def _datetime2_reader(fsp: int) -> Reader:
 
 
 def _timestamp2_reader(fsp: int) -> Reader:
+    """TIMESTAMP(fsp): big-endian seconds since the epoch, then the fraction (a naive UTC datetime)."""
     read_fraction = _fraction_reader(fsp)
 
     def read_timestamp2(data: bytes, pos: int) -> tuple[Any, int]:
@@ -280,6 +283,8 @@ def _timestamp2_reader(fsp: int) -> Reader:
 
 
 def _time2_reader(fsp: int) -> Reader:
+    """TIME(fsp): 24 big-endian bits (sign set for non-negative, hour, minute, second), a negative
+    time in two's complement, then the fraction."""
     read_fraction = _fraction_reader(fsp)
 
     def read_time2(data: bytes, pos: int) -> tuple[Any, int]:
