@@ -13,7 +13,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from simpul.cdc.mysql.row_encoder import SourcePosition
 from simpul.cdc.mysql.row_images import RowImageReader
-from simpul.cdc.mysql.rows_decoder import OPS, BinlogRows, BinlogRowsDecoder, BinlogTable
+from simpul.cdc.mysql.rows_decoder import OPS, BinlogRows, BinlogRowsDecoder, BinlogTable, undecoded
 from simpul.cdc.mysql.snapshot import current_position
 from simpul.config import SimpulConfig
 from simpul.databases import mysql_params
@@ -64,10 +64,9 @@ def _events(config: SimpulConfig, table: str, statements: list[str]) -> list[Any
     events = []
     try:
         for event in stream:
-            described = BinlogTable(stream.table_map[event.table_id], event.packet.charset, event.dbms, event._post_header_lengths)
-            checksum = event.packet.event_size - event.event_size == 23
             where = SourcePosition(start.file, event.packet.log_pos, 0, None, 1, 0)
-            events.append((described, BinlogRows(0, event.table_id, OPS[type(event)], event.packet.packet.get_all_data(), checksum, where)))
+            rows = BinlogRows(0, event.table_id, OPS[type(event)], *undecoded(event), where)
+            events.append((BinlogTable.of(event, stream.table_map[event.table_id]), rows))
     finally:
         stream.close()
     return events

@@ -26,7 +26,7 @@ from simpul.cdc.errors import ConnectorError
 from simpul.cdc.mysql.catalog import TableInfo, binlog_columns, read_table_info
 from simpul.cdc.mysql.events import EventWriter
 from simpul.cdc.mysql.row_encoder import SourcePosition
-from simpul.cdc.mysql.rows_decoder import OPS, BinlogTable
+from simpul.cdc.mysql.rows_decoder import OPS, BinlogTable, undecoded
 from simpul.cdc.mysql.schema import SchemaCache, TableSchema
 from simpul.cdc.mysql.snapshot import BinlogPosition
 from simpul.cdc.offsets import OffsetStore
@@ -201,12 +201,10 @@ class BinlogStreamer:
         if self._described.get(event.table_id) is not table:
             # Rows collected under the table id's previous layout go first: they decode with it.
             self.writer.send()
-            self.writer.binlog_table(BinlogTable(table, event.packet.charset, event.dbms, event._post_header_lengths))
+            self.writer.binlog_table(BinlogTable.of(event, table))
             self._described[event.table_id] = table
         where = SourcePosition(log_file, event.packet.log_pos, 0, gtid, event.packet.server_id, event.timestamp * 1000)
-        # The header is 19 bytes; 4 more when a CRC32 trails the event.
-        checksum = event.packet.event_size - event.event_size == 23
-        self.writer.binlog_rows(schema, event.table_id, OPS[type(event)], event.packet.packet.get_all_data(), checksum, where)
+        self.writer.binlog_rows(schema, event.table_id, OPS[type(event)], *undecoded(event), where)
 
     def _query(self, event: QueryEvent, stream: BinLogStreamReader, gtid: str | None) -> bool:
         """Handle a statement; True when it ends a source transaction (COMMIT, DDL, TRUNCATE)."""

@@ -38,6 +38,17 @@ class BinlogTable:
     dbms: str  # "mysql" or "mariadb": charset ids differ
     post_header_lengths: Any  # from the binlog's format description event
 
+    @classmethod
+    def of(cls, event: Any, table: Table) -> BinlogTable:
+        """The layout that a rows ``event`` read by mysql-replication names (``table``, its table map's)."""
+        return cls(table, event.packet.charset, event.dbms, event._post_header_lengths)
+
+
+def undecoded(event: Any) -> tuple[bytes, bool]:
+    """A rows event read (but not decoded) by mysql-replication: its packet as the server sent it,
+    and whether a CRC32 trails it (the header is 19 bytes, 23 with one)."""
+    return event.packet.packet.get_all_data(), event.packet.event_size - event.event_size == 23
+
 
 @dataclass(frozen=True)
 class BinlogRows:
