@@ -72,15 +72,12 @@ class RowImageReader:
         end = 1 + event_size - (_CHECKSUM if checksum else 0)
         if len(packet) < end:
             raise ValueError(f"a rows event of {event_size} bytes cut short at {len(packet) - 1}")
-        pos = _HEADER.size + _TABLE_ID_AND_FLAGS
-        known = _TABLE_ID_AND_FLAGS
-        if event_type in _V2:
-            extra = int.from_bytes(packet[pos : pos + 2], "little")
-            pos, known = pos + 2, known + 2
+        v2 = event_type in _V2
+        known = _TABLE_ID_AND_FLAGS + (2 if v2 else 0)
         declared = post_header_lengths[event_type - 1] if post_header_lengths and event_type - 1 < len(post_header_lengths) else known
-        pos += max(declared - known, 0)
-        if event_type in _V2:
-            pos += extra - 2
+        pos = _HEADER.size + max(declared, known)  # a server may declare a longer post-header
+        if v2:  # extra data follows, its length (its own two bytes included) the post-header's last field
+            pos += int.from_bytes(packet[_HEADER.size + _TABLE_ID_AND_FLAGS : _HEADER.size + known], "little") - 2
         count, pos = _length_coded(packet, pos)
         if count != len(self._columns):
             return None  # not the layout described: mysql-replication's to make of it
@@ -175,20 +172,16 @@ def _text_reader(length_size: int, charset: str | None) -> Reader:
     encoding = RowsEvent.charset_to_encoding(charset) if charset is not None else "utf-8"
     try:
         codecs.lookup(encoding)
+        decodable = True
     except LookupError:
-
-        def read_bytes(data: bytes, pos: int) -> tuple[Any, int]:
-            start = pos + length_size
-            end = start + int.from_bytes(data[pos:start], "little")
-            # Python decodes empty bytes to "" before it looks the codec up: so does mysql-replication.
-            return (data[start:end] if end > start else ""), end
-
-        return read_bytes
+        decodable = False
 
     def read_text(data: bytes, pos: int) -> tuple[Any, int]:
         start = pos + length_size
         end = start + int.from_bytes(data[pos:start], "little")
-        return data[start:end].decode(encoding), end
+        raw = data[start:end]
+        # Python decodes empty bytes to "" before it looks a codec up: so does mysql-replication.
+        return (raw.decode(encoding) if decodable else raw or ""), end
 
     return read_text
 
