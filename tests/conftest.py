@@ -148,6 +148,14 @@ def child_pids(pid: int) -> list[int]:
         return [int(child) for child in listing.read().split()]
 
 
+def wait_children(pid: int, count: int, timeout: float) -> None:
+    """Wait until ``pid`` has at least ``count`` children; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while len(child_pids(pid)) < count:
+        assert time.monotonic() < deadline, f"process {pid} did not start {count} child process(es)"
+        time.sleep(0.05)
+
+
 def wait_gone(pids: list[int], timeout: float) -> None:
     """Wait until none of ``pids`` runs any more (zombies count as gone); fail after ``timeout``."""
     deadline = time.monotonic() + timeout
