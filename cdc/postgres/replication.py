@@ -46,11 +46,12 @@ class ReplicationStream:
         self._last_status = time.monotonic()
         self._reply_requested = False
 
-    def read(self, max_messages: int, timeout: float) -> Iterator[tuple[int, bytes]]:
+    def read(self, max_messages: int, timeout: float, first_timeout: float | None = None) -> Iterator[tuple[int, bytes]]:
         """Yield up to ``max_messages`` (data start LSN, pgoutput message) as they arrive; return
-        when none has come for ``timeout`` seconds. Keepalives are answered here."""
-        for _ in range(max_messages):
-            data = self._next(timeout)
+        when none has come for ``timeout`` seconds (``first_timeout``, when given, for the first
+        message). Keepalives are answered here."""
+        for n in range(max_messages):
+            data = self._next(timeout if n or first_timeout is None else first_timeout)
             if data is None:
                 return
             kind = data[0]
