@@ -355,6 +355,7 @@ def main() -> None:
     figures: dict[str, Any] = {
         "citizens": args.citizens, "full_city_citizens": FULL_CITY, "run": run,
         "machine": f"{os.cpu_count()} cores; Kafka, PostgreSQL, MariaDB, every Simpul process and the load generators share it",
+        "resolver_nice": base.processors.resolver_nice,
     }
     pipeline = Pipeline()
     stages: Stages | None = None

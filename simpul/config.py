@@ -258,6 +258,11 @@ class ProcessorSettings(_Section):
     batch_size: int = Field(500, ge=1, le=100_000, description="Most CDC events the router reads at once and row changes it sends as one message; the resolver writes its state and outputs once per message.")
     batch_ms: int = Field(50, ge=1, le=10_000, description="How long the router waits to fill a batch; the latency it may add.")
     state_cache_entries: int = Field(100_000, ge=0, le=100_000_000, description="Entries per resolver table kept decoded in memory.")
+    resolver_nice: int = Field(
+        0, ge=-20, le=19,
+        description="The resolver process's nice value (below 0 needs root or CAP_SYS_NICE): on a server it shares, "
+        "the one stage that cannot be spread over processes gets the CPU first.",
+    )
     master_id_key_env: str = Field("SIMPUL_MASTER_ID_KEY", pattern=_ENV_NAME, description="Variable holding the secret key of master ids (never change it).")
 
     def master_id_key(self) -> bytes:

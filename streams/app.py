@@ -346,11 +346,25 @@ def run_worker(config: SimpulConfig, role: str, loglevel: str = "warn") -> None:
     if role == "router":
         run_router(config)
         return
+    # Before any thread starts: Linux keeps a nice value per thread, and new threads inherit it.
+    use_priority(config.processors.resolver_nice)
     app = build_app(config)
     use_resolver_gc_thresholds()
     serve_metrics(config.metrics.host, metrics_port(config, role))
     worker = BoundedWorker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+def use_priority(nice: int) -> None:
+    """Run this process at ``nice`` (``processors.resolver_nice``); when the system refuses a
+    higher priority, say so and go on at the priority it has."""
+    if nice == os.getpriority(os.PRIO_PROCESS, 0):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        log.warning("processors.resolver_nice: nice %d needs root or CAP_SYS_NICE; the resolver runs at nice %d",
+                    nice, os.getpriority(os.PRIO_PROCESS, 0))
 
 
 def run_all(config: SimpulConfig, loglevel: str = "warn") -> None:

@@ -5,6 +5,10 @@ the per-batch output coalescing."""
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
 from typing import Any
 
 import orjson
@@ -14,7 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from conftest import free_port
 from simpul.schemas.wire import ConfluentAvroEncoder, WireFormatError
-from simpul.streams.app import OutputBatch
+from simpul.streams.app import OutputBatch, use_priority
 from simpul.streams.changes import ChangeError, RowChange, decode_changes, encode_changes
 from simpul.streams.citizens import CITIZEN, LINK, Output
 from simpul.streams.router import EnvelopeReader, SchemaUnavailable
@@ -223,3 +227,21 @@ def test_the_resolvers_consumer_asks_the_broker_to_hold_a_fetch_at_most_100_ms()
             await consumer.stop()
 
     assert FETCH_MAX_WAIT_MS == 100 and asyncio.run(held_for()) == 100
+
+
+def test_the_resolver_runs_at_its_configured_priority() -> None:
+    """A lower priority is always granted (here in a process of its own, which it then keeps)."""
+    script = ("import os; from simpul.streams.app import use_priority; "
+              "start = os.getpriority(os.PRIO_PROCESS, 0); use_priority(start + 3); print(os.getpriority(os.PRIO_PROCESS, 0) - start)")
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "3"
+
+
+def test_a_refused_priority_is_reported_and_the_resolver_goes_on(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(*_: Any) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    with caplog.at_level(logging.WARNING, logger="simpul.streams"):
+        use_priority(os.getpriority(os.PRIO_PROCESS, 0) - 5)
+    assert any("processors.resolver_nice" in r.getMessage() and "CAP_SYS_NICE" in r.getMessage() for r in caplog.records)
