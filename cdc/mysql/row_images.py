@@ -39,8 +39,10 @@ _INTEGERS = {
     FIELD_TYPE.TINY: ("<b", "<B"), FIELD_TYPE.SHORT: ("<h", "<H"), FIELD_TYPE.LONG: ("<i", "<I"),
     FIELD_TYPE.LONGLONG: ("<q", "<Q"), FIELD_TYPE.FLOAT: ("<f", "<f"), FIELD_TYPE.DOUBLE: ("<d", "<d"),
 }
-# Why mysql-replication gives None for a value that is there: a zero or partly zero date.
-_ZERO_DATE_SOURCES = {FIELD_TYPE.DATE: NONE_SOURCE.OUT_OF_DATE_RANGE, FIELD_TYPE.DATETIME2: NONE_SOURCE.OUT_OF_DATETIME2_RANGE}
+# Why mysql-replication gives None for a value that is there: a zero or partly zero date, an empty set.
+_PRESENT_NONE_SOURCES = {
+    FIELD_TYPE.DATE: NONE_SOURCE.OUT_OF_DATE_RANGE, FIELD_TYPE.DATETIME2: NONE_SOURCE.OUT_OF_DATETIME2_RANGE, FIELD_TYPE.SET: NONE_SOURCE.EMPTY_SET,
+}
 _DECIMAL_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)  # bytes of a group of 0-9 leftover decimal digits
 _utc_from_timestamp = datetime.datetime.utcfromtimestamp  # naive UTC, as mysql-replication gives
 
@@ -60,7 +62,7 @@ class RowImageReader:
             reader = _reader(column)
             if reader is None or not column.name:
                 return None
-            readers.append((column.name, reader, _ZERO_DATE_SOURCES.get(column.type, NONE_SOURCE.NULL)))
+            readers.append((column.name, reader, _PRESENT_NONE_SOURCES.get(column.type, NONE_SOURCE.NULL)))
         return cls(tuple(readers))
 
     def rows(self, packet: bytes, post_header_lengths: Any, checksum: bool) -> list[dict[str, Any]] | None:
@@ -163,7 +165,20 @@ def _reader(column: Any) -> Reader | None:
     if kind == FIELD_TYPE.ENUM and column.enum_values:
         symbols, size = column.enum_values, column.size
         return lambda data, pos: (symbols[int.from_bytes(data[pos : pos + size], "little")], pos + size)
+    if kind == FIELD_TYPE.SET and column.set_values:
+        return _set_reader(tuple(column.set_values), column.size)
     return None
+
+
+def _set_reader(members: tuple[str, ...], size: int) -> Reader:
+    """A SET's members as mysql-replication gives them: a set built in the members' declared order
+    (so it iterates as theirs does), None for the empty set."""
+
+    def read_set(data: bytes, pos: int) -> tuple[set[str] | None, int]:
+        chosen = int.from_bytes(data[pos : pos + size], "little")
+        return {member for index, member in enumerate(members) if chosen >> index & 1} or None, pos + size
+
+    return read_set
 
 
 def _text_reader(length_size: int, charset: str | None) -> Reader:
