@@ -28,8 +28,9 @@ are removed at the end. The stack's own (seeded) databases are never touched.
      scrapes, coarse buckets; includes the whole-second MariaDB timestamps):
      ``p50_ms_histogram``/``p99_ms_histogram``.
    While the generator runs, where the CPU goes: each Simpul process in % of one core
-   (``steady_cpu_percent_by_process``) and the machine's busy and hypervisor-stolen time
-   (``steady_machine_cpu``), which shows whether the stages were short of CPU.
+   (``steady_cpu_percent_by_process``, at the nice values of ``nice_by_process``) and the
+   machine's busy and hypervisor-stolen time (``steady_machine_cpu``), which shows whether the
+   stages were short of CPU.
    After the generator stops, up to 120 s for the pipeline to drain: once every stage's lag is
    zero, ``drain_seconds`` runs from the generator's stop to the master index's last write (the
    newest ``recorded_at``/``indexed_at`` in it). The backlog each stage had when the generator
@@ -153,6 +154,8 @@ def steady_cpu(pipeline: Pipeline, before: dict[str, float], machine_before: Mac
     by_process = {name: round(100 * cores * (p.cpu_seconds() - before[name]) / elapsed, 1) for name, p in pipeline.processes.items()}
     return {
         "steady_cpu_percent_by_process": by_process,
+        # As the processes run (processors.resolver_nice, unless the system refused it).
+        "nice_by_process": {name: p.nice() for name, p in pipeline.processes.items()},
         "steady_machine_cpu": {
             "cores": cores,
             "busy_percent": round(100 * (machine.busy - machine_before.busy) / elapsed, 1),
@@ -355,7 +358,6 @@ def main() -> None:
     figures: dict[str, Any] = {
         "citizens": args.citizens, "full_city_citizens": FULL_CITY, "run": run,
         "machine": f"{os.cpu_count()} cores; Kafka, PostgreSQL, MariaDB, every Simpul process and the load generators share it",
-        "resolver_nice": base.processors.resolver_nice,
     }
     pipeline = Pipeline()
     stages: Stages | None = None

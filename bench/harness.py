@@ -54,6 +54,13 @@ class SimpulProcess:
             pass
         return self._cpu_s
 
+    def nice(self) -> int | None:
+        """The process's nice value now (None once it is gone)."""
+        try:
+            return int(Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        except (OSError, IndexError, ValueError):
+            return None
+
     @property
     def rss_max_mb(self) -> float:
         """The peak resident memory since it started or since :meth:`reset_rss`: the process's
