@@ -25,6 +25,7 @@ from simpul.streams.normalize import (
     NikIssue,
     NikStatus,
     NormalizedName,
+    ParsedDate,
     check_nik,
     normalize_kecamatan,
     normalize_kelurahan,
@@ -320,6 +321,27 @@ def _kecamatan(text: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=65_536)
+def _street(text: str | None) -> str | None:
+    # The members of a family card share its address, and a change to the card re-reads them all.
+    return normalize_street(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _rt_rw(text: str | None) -> tuple[str, str] | None:
+    return parse_rt_rw(text)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _date_text(text: str) -> ParsedDate:
+    # Birth dates repeat (a city's residents were born on some 30,000 days); ``ParsedDate`` is immutable.
+    return parse_date(text)
+
+
+def _birth_date(value: object) -> ParsedDate:
+    return _date_text(value) if isinstance(value, str) else parse_date(value)
+
+
+@functools.lru_cache(maxsize=65_536)
 def _name(text: str | None) -> NormalizedName:
     # A record is normalised again at every change to it or to its family card, and namesakes
     # are many: most names have been normalised before (``NormalizedName`` is immutable). The
@@ -376,7 +398,7 @@ def to_canonical(row: dict[str, Any], mapping: TableMapping, region_prefix: str 
     record.titles = name.titles
 
     if cols.birth_date:
-        parsed = parse_date(get(cols.birth_date))
+        parsed = _birth_date(get(cols.birth_date))
         record.birth_date = parsed.value
         if parsed.issue is not None:
             notes.append(f"birth_date_{parsed.issue.value}")
@@ -411,13 +433,13 @@ def to_canonical(row: dict[str, Any], mapping: TableMapping, region_prefix: str 
 def _address(record: CanonicalRecord, row: dict[str, Any], cols: FieldColumns, notes: list[str]) -> None:
     """Street, RT/RW, kelurahan and kecamatan, from separate columns or a free-text address."""
     address = _text(row.get(cols.address)) if cols.address else None
-    record.street = normalize_street(_text(row.get(cols.street)) if cols.street else address)
+    record.street = _street(_text(row.get(cols.street)) if cols.street else address)
     rt_rw = None
     if cols.rt and cols.rw:
         rt, rw = _text(row.get(cols.rt)), _text(row.get(cols.rw))
-        rt_rw = parse_rt_rw(f"RT {rt} RW {rw}") if rt and rw else None
+        rt_rw = _rt_rw(f"RT {rt} RW {rw}") if rt and rw else None
     elif address:
-        rt_rw = parse_rt_rw(address)
+        rt_rw = _rt_rw(address)
     if rt_rw is None and (address or cols.rt):
         notes.append("rt_rw_missing")
     record.rt, record.rw = rt_rw if rt_rw else (None, None)
