@@ -47,19 +47,23 @@ class SimpulProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time the process has used so far, all its threads (the last value read once it is gone)."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = self._stat()
+        if fields is not None:
             self._cpu_s = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-        except (OSError, IndexError, ValueError):
-            pass
         return self._cpu_s
 
     def nice(self) -> int | None:
         """The process's nice value now (None once it is gone)."""
+        fields = self._stat()
+        return int(fields[16]) if fields is not None else None
+
+    def _stat(self) -> list[str] | None:
+        """The fields of ``/proc/<pid>/stat`` after the command name (state first), None once it is gone."""
         try:
-            return int(Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
-        except (OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
             return None
+        return fields if len(fields) > 16 else None
 
     @property
     def rss_max_mb(self) -> float:

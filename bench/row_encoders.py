@@ -71,11 +71,10 @@ WRITE_ROWS_V1, UPDATE_ROWS_V1 = 23, 24
 
 def mysql_snapshot(config: SimpulConfig, rows: int, repeat: int) -> float:
     """µs of CPU per MySQL snapshot row (the server's text, converted and encoded)."""
-    columns = MYSQL_COLUMNS
     types = (FIELD_TYPE.LONG, FIELD_TYPE.BLOB, FIELD_TYPE.NEWDECIMAL, FIELD_TYPE.TIMESTAMP, FIELD_TYPE.BLOB, FIELD_TYPE.DATETIME, FIELD_TYPE.DATETIME)
     encoder = MysqlRowEncoder(next(s for s in config.sources if s.kind == "mysql"))
-    encoder.describe(TableLayout(1, "bench", columns, ("id",), KEY_ID, VALUE_ID))
-    names = tuple(c.name for c in columns)
+    encoder.describe(TableLayout(1, "bench", MYSQL_COLUMNS, ("id",), KEY_ID, VALUE_ID))
+    names = tuple(c.name for c in MYSQL_COLUMNS)
     text = [(str(i), f"text {i:08d}", "142857.142857", TIMESTAMP, f'{{"n": {i}}}', TIMESTAMP, TIMESTAMP) for i in range(rows)]
     at = SourcePosition("mariadb-bin.000001", 4, 0, snapshot="true")
     return _cpu_us_per_row(lambda: encoder.reads(1, names, types, text, at), rows, repeat)

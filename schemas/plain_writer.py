@@ -16,6 +16,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+
 def _unsigned_varint_loop(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
@@ -158,9 +159,7 @@ class PlainWriterBuilder:
         lines: list[str] = []
         counter = iter(range(1, 1 << 30))  # numbers the generated code's locals
         if isinstance(schema, dict) and schema.get("type") == "record":
-            self._inlining.add(schema["name"])
-            self._record_fields(schema, "value", lines, 1, counter, identity_cached_field)
-            self._inlining.discard(schema["name"])
+            self._record(schema, "value", lines, 1, counter, identity_cached_field)
         else:
             self._statements(schema, "value", lines, 1, counter)
         source = "def write(value):\n    parts = []\n    add = parts.append\n" + "".join(lines) + '    return b"".join(parts)\n'
@@ -174,10 +173,13 @@ class PlainWriterBuilder:
         self._names[name] = helper
         return name
 
-    def _record_fields(
+    def _record(
         self, schema: dict[str, Any], value: str, lines: list[str], depth: int, counter: Any, identity_cached_field: str | None = None
     ) -> None:
+        """Append the statements writing the record ``value``'s fields in order (the record's name
+        is taken while they are made: a field of its own type is recursive, not plain)."""
         pad = "    " * depth
+        self._inlining.add(schema["name"])
         for field in schema["fields"]:
             local = f"v{next(counter)}"
             lines.append(f"{pad}{local} = {value}[{field['name']!r}]\n")
@@ -186,6 +188,7 @@ class PlainWriterBuilder:
                 lines.append(f"{pad}add({cached}({local}))\n")
             else:
                 self._statements(field["type"], local, lines, depth, counter)
+        self._inlining.discard(schema["name"])
 
     def _statements(self, schema: Any, value: str, lines: list[str], depth: int, counter: Any) -> None:
         """Append to ``lines`` the statements writing the local ``value`` of ``schema``."""
@@ -222,9 +225,7 @@ class PlainWriterBuilder:
         elif not isinstance(schema, dict):
             raise _NotPlain
         elif schema.get("type") == "record":
-            self._inlining.add(schema["name"])
-            self._record_fields(schema, value, lines, depth, counter)
-            self._inlining.discard(schema["name"])
+            self._record(schema, value, lines, depth, counter)
         elif schema.get("type") in ("array", "map"):
             # One block of items (count, items, then the empty block that ends them), as fastavro
             # writes; a tuple is refused, as it may be fastavro's (name, value) union notation.

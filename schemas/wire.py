@@ -2,11 +2,11 @@
 
 :class:`ConfluentAvroEncoder` is the fast path of every producer. A schema built only of records,
 ``null`` unions, arrays, maps, primitives and decimals (the resolver's outputs, keys, and the
-Debezium envelopes of tables without other logical types) is written by a Python function generated
-once per schema (:mod:`simpul.schemas.plain_writer`): a call into fastavro costs more than the
-writing for such records (a golden citizen 21 → 13 µs, a Debezium snapshot envelope with its repeated
-``source`` 22 → 10 µs, measured on this machine with the writers before; less now). Other schemas go to fastavro, parsed
-once, into a reused buffer, with top-level fields whose type is a union of ``null`` and one record
+Debezium envelopes of tables without other logical types) is written by a Python function
+generated once per schema (:mod:`simpul.schemas.plain_writer`): a call into fastavro costs more
+than the writing for such records (a golden citizen 21 → 13 µs, a Debezium snapshot envelope with
+its repeated ``source`` 22 → 10 µs, measured on this machine with the writers before; less now).
+Other schemas go to fastavro, parsed once, into a reused buffer, with top-level fields whose type is a union of ``null`` and one record
 (``before``/``after``) in its tuple notation ``(record name, value)``, which spares fastavro
 validating the whole nested record against each union branch (an envelope 27.0 → 18.9 µs). The
 bytes are identical either way, and a value the plain writers refuse is handed to fastavro.
