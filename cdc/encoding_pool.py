@@ -245,16 +245,16 @@ def _send_results(outbox: queue.SimpleQueue[Any], results: Connection) -> None:
 
 class PooledPublishing:
     """Rows collected into batches for an :class:`EncodingPool`, published in submission order
-    with the checkpoints that fall between them.
+    with the checkpoints that fall among them.
 
     A connector :meth:`add`\\ s rows and :meth:`checkpoint`\\ s positions in log order and
     :meth:`send`\\ s the batch when it is due (a full batch goes at once); the batch becomes one
     call ``batch_method(rows)``. Other calls (a snapshot's reads) are :meth:`submit`\\ ted as
     they are. A call returns one outcome per input row: a list whose items are encoded events
     ``(topic, key, value, table, op, commit_ms)``, :class:`DeadLetter`\\ s, or anything else,
-    which goes to ``on_other`` (a connector's data-quality notes). A checkpoint ``(n, position)``
-    of a batch is marked after its first ``n`` rows are published, so the publisher confirms a
-    position only once everything before it is acknowledged.
+    which goes to ``on_other`` (a connector's data-quality notes). A batch's checkpoints are marked
+    after all its rows are published, so the publisher confirms a position only once everything
+    before it (and the rest of its batch) is acknowledged.
     """
 
     def __init__(
@@ -268,11 +268,11 @@ class PooledPublishing:
         self.max_outstanding = max_outstanding * pool.workers
         self.on_other = on_other
         # Per call in submission order: whether the pool has a result for it, and its checkpoints.
-        self._submitted: deque[tuple[bool, list[tuple[int, Any]]]] = deque()
+        self._submitted: deque[tuple[bool, list[Any]]] = deque()
         # The batch being collected: its rows, its checkpoints, and when its first row came (monotonic).
         self._rows: list[Any] = []
         self._weight = 0
-        self._checkpoints: list[tuple[int, Any]] = []
+        self._checkpoints: list[Any] = []
         self._opened = 0.0
 
     @property
@@ -302,7 +302,7 @@ class PooledPublishing:
 
     def checkpoint(self, position: Any) -> None:
         """Every row collected so far is at or before ``position`` (a source transaction ended)."""
-        self._checkpoints.append((len(self._rows), position))
+        self._checkpoints.append(position)
 
     def send(self) -> None:
         """Hand the collected rows to the pool, the checkpoints among them (checkpoints alone
@@ -313,7 +313,7 @@ class PooledPublishing:
             self._submitted.append((False, self._checkpoints))
         self._rows, self._checkpoints, self._weight = [], [], 0
 
-    def submit(self, checkpoints: list[tuple[int, Any]], method: str, *args: Any) -> None:
+    def submit(self, checkpoints: list[Any], method: str, *args: Any) -> None:
         """Call ``method(*args)`` on the pool; its outcomes and ``checkpoints`` publish in turn.
         Waits (publishing) while too many calls are outstanding: memory stays bounded."""
         self.pool.submit(method, *args)
@@ -329,21 +329,20 @@ class PooledPublishing:
     def _publish_next(self) -> None:
         submitted, checkpoints = self._submitted.popleft()
         outcomes: list[list[Any]] = self.pool.next_result() if submitted else []
-        marks = iter(checkpoints)
-        mark = next(marks, None)
         publisher = self.publisher
-        for index, outcome in enumerate(outcomes):
-            while mark is not None and mark[0] <= index:
-                publisher.checkpoint(mark[1])
-                mark = next(marks, None)
+        # The call's events go to the publisher together (one call into librdkafka per topic),
+        # and its checkpoints are marked after all of them: a position is confirmed no earlier than
+        # before, and at most one call's events later (streamed transactions are often one row).
+        events: list[Any] = []
+        for outcome in outcomes:
             for item in outcome:
                 if type(item) is tuple:
-                    publisher.publish_encoded(*item)
+                    events.append(item)
                 elif isinstance(item, DeadLetter):
                     log.warning("%s: a row of %s set aside (%s) at %s", self.pool.name, item.table, item.reason, item.position)
                     publisher.dead_letter(item)
                 elif self.on_other is not None:
                     self.on_other(item)
-        while mark is not None:
-            publisher.checkpoint(mark[1])
-            mark = next(marks, None)
+        publisher.publish_many(events)
+        for position in checkpoints:
+            publisher.checkpoint(position)

@@ -32,7 +32,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from simpul.cdc import metrics
 from simpul.config import SimpulConfig, SourceSettings
 from simpul.kafka import client_config, create_topics, streaming_producer_config
-from simpul.cdc.row_encoding import DeadLetter, Position
+from simpul.cdc.row_encoding import DeadLetter, EncodedEvent, Position
 from simpul.schemas.registrar import SchemaRegistrar
 from simpul.schemas.wire import ConfluentAvroEncoder
 
@@ -89,6 +89,10 @@ class EventPublisher:
     caller's thread, so the bookkeeping needs no locks.
     """
 
+    # Bounded memory: a million-row transaction waits on Kafka instead of piling up here.
+    local_queue_messages = 100_000
+    _local_queue_bytes = 64 * 1024 * 1024
+
     def __init__(self, config: SimpulConfig, source: SourceSettings, registrar: SchemaRegistrar | None = None) -> None:
         self.config = config
         self.source = source
@@ -99,9 +103,8 @@ class EventPublisher:
                     **base,
                     "client.id": f"simpul-cdc-{source.name}",
                     "partitioner": "murmur2_random",
-                    # Bounded memory: a million-row transaction waits on Kafka instead of piling up here.
-                    "queue.buffering.max.messages": 100_000,
-                    "queue.buffering.max.kbytes": 65_536,
+                    "queue.buffering.max.messages": self.local_queue_messages,
+                    "queue.buffering.max.kbytes": self._local_queue_bytes // 1024,
                 }
             )
         )
@@ -109,7 +112,10 @@ class EventPublisher:
         self._topics: set[str] = set()
         self._encoders: dict[tuple[int, bool], tuple[object, ConfluentAvroEncoder]] = {}
         self._next_seq = 0
-        self._pending: dict[int, None] = {}
+        # Sequence number to the events of it not yet acknowledged (a single event or a topic's batch).
+        self._pending: dict[int, int] = {}
+        # The bytes of the batches not yet acknowledged (see :meth:`_produce_batch`).
+        self._pending_bytes = 0
         self._checkpoints: deque[tuple[int, Position]] = deque()
         self._failure: KafkaError | None = None
         self.dead_letters = 0
@@ -171,14 +177,40 @@ class EventPublisher:
 
     # --- producing -------------------------------------------------------------------------------
 
-    def publish_encoded(
-        self, topic: str, key: bytes | None, value: bytes | None, table: str, op: str | None, commit_ts_ms: int | None = None
-    ) -> None:
-        """Produce one event encoded with schemas registered through :meth:`encoder` (``value``
-        None: a tombstone); ``commit_ts_ms``, when given, times its commit-to-acknowledgement lag."""
-        self._produce(topic, key, value, commit_ts_ms)
-        if op is not None:
-            metrics.EVENTS.inc((self.source.name, table, op))
+    def publish_many(self, events: Iterable[EncodedEvent]) -> None:
+        """Produce events encoded with schemas registered through :meth:`encoder` (a value of
+        None: a tombstone), in order within each topic, which is the order Kafka keeps.
+
+        Each topic's events go to librdkafka in one call, counted as acknowledged together:
+        2.0 against 4.8 µs of this process per event for a call each (a throwaway
+        ``produce_batch`` against ``produce`` measurement on the local stack), and producing was a
+        third of a snapshot's connector process. An event's commit time, when it has one, times
+        its commit-to-acknowledgement lag, taken when its batch is acknowledged.
+        """
+        batches: dict[str, tuple[list[dict[str, bytes | None]], list[int], list[int | None]]] = {}
+        counts: dict[tuple[str, str, str], int] = {}
+        name = self.source.name
+        for topic, key, value, table, op, commit_ts_ms in events:
+            batch = batches.get(topic)
+            if batch is None:
+                batch = batches[topic] = ([], [], [])
+            batch[0].append({"key": key, "value": value})
+            # The bytes librdkafka counts against its queue's limit.
+            batch[1].append((len(key) if key is not None else 0) + (len(value) if value is not None else 0))
+            batch[2].append(commit_ts_ms)
+            if op is not None:
+                labels = (name, table, op)
+                counts[labels] = counts.get(labels, 0) + 1
+        most_messages, most_bytes = self.local_queue_messages // 4, self._local_queue_bytes // 4
+        for topic, (messages, sizes, commit_times) in batches.items():
+            start, size = 0, 0
+            for end, message_size in enumerate(sizes, 1):
+                size += message_size
+                if end - start >= most_messages or size >= most_bytes or end == len(sizes):
+                    self._produce_batch(topic, messages[start:end], size, [t for t in commit_times[start:end] if t is not None])
+                    start, size = end, 0
+        for labels, n in counts.items():
+            metrics.EVENTS.inc(labels, n)
 
     def heartbeat(self, ts_ms: int) -> None:
         """A Debezium heartbeat record, so a slot on an idle or filtered database can advance."""
@@ -186,7 +218,7 @@ class EventPublisher:
         self.ensure_topics([topic])
         key = self.encoder(topic, HEARTBEAT_KEY_SCHEMA, True).encode({"serverName": self.source.topic_prefix})
         value = self.encoder(topic, HEARTBEAT_VALUE_SCHEMA, False).encode({"ts_ms": ts_ms})
-        self._produce(topic, key, value, None)
+        self._produce(topic, key, value)
         metrics.HEARTBEATS.labels(self.source.name).inc()
 
     def dead_letter(self, letter: DeadLetter) -> None:
@@ -209,21 +241,17 @@ class EventPublisher:
             ("__connect.errors.exception.message", letter.message.encode()[:4096]),
         ]
         key = json.dumps(letter.key, default=_json_default, sort_keys=True).encode() if letter.key else None
-        self._produce(topic, key, json.dumps(body, default=_json_default).encode(), None, headers)
+        self._produce(topic, key, json.dumps(body, default=_json_default).encode(), headers)
         metrics.DEAD_LETTERS.labels(self.source.name, letter.table, letter.reason).inc()
         self.dead_letters += 1
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, commit_ts_ms: int | None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        seq = self._next_seq
-        self._next_seq += 1
-        self._pending[seq] = None
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
+        seq = self._track(1)
 
         def delivered(error: KafkaError | None, message: Message) -> None:
             del self._pending[seq]
             if error is not None and self._failure is None:
                 self._failure = error
-            elif commit_ts_ms is not None:
-                self._commit_to_ack.observe(max(time.time() * 1000 - commit_ts_ms, 0) / 1000)
 
         while True:
             try:
@@ -233,6 +261,44 @@ class EventPublisher:
                 # The local queue is full: let deliveries drain it (bounded memory, back-pressure).
                 self._producer.poll(0.05)
         self._raise_on_failure()
+
+    def _produce_batch(self, topic: str, messages: list[dict[str, bytes | None]], size: int, commit_times: list[int]) -> None:
+        """Queue ``messages`` (``key``/``value`` dicts of ``size`` bytes) to ``topic`` in order, as one tracked unit.
+
+        It waits until the local queue has room for all of them (bounded memory, back-pressure):
+        librdkafka refuses what does not fit one message at a time, and a smaller message after a
+        refused larger one could be queued ahead of it, out of its key's order.
+        """
+        while self._pending and (len(self._producer) + len(messages) > self.local_queue_messages or self._pending_bytes + size > self._local_queue_bytes):
+            self._producer.poll(0.05)
+            self._raise_on_failure()
+        seq = self._track(len(messages))
+        self._pending_bytes += size
+
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None and self._failure is None:
+                self._failure = error
+            left = self._pending[seq] - 1
+            if left:
+                self._pending[seq] = left
+                return
+            del self._pending[seq]
+            self._pending_bytes -= size
+            now_ms = time.time() * 1000
+            for commit_ts_ms in commit_times:
+                self._commit_to_ack.observe(max(now_ms - commit_ts_ms, 0) / 1000)
+
+        if self._producer.produce_batch(topic, messages, on_delivery=delivered) < len(messages) and self._failure is None:
+            # Refused messages carry their error (too large, unknown topic ...); the rest may be delivered.
+            self._failure = next(m["_error"] for m in messages if "_error" in m)
+        self._raise_on_failure()
+
+    def _track(self, events: int) -> int:
+        """A sequence number for ``events`` about to be produced, pending until all are acknowledged."""
+        seq = self._next_seq
+        self._next_seq += 1
+        self._pending[seq] = events
+        return seq
 
     # --- positions -------------------------------------------------------------------------------
 
@@ -248,7 +314,7 @@ class EventPublisher:
         newest = None
         while self._checkpoints and self._checkpoints[0][0] <= lowest_pending:
             newest = self._checkpoints.popleft()[1]
-        metrics.QUEUE_DEPTH.labels(self.source.name).set(len(self._pending))
+        metrics.QUEUE_DEPTH.labels(self.source.name).set(self.in_flight)
         return newest
 
     def poll(self, timeout: float = 0.0) -> None:
@@ -266,7 +332,7 @@ class EventPublisher:
     @property
     def in_flight(self) -> int:
         """Events produced and not yet acknowledged."""
-        return len(self._pending)
+        return len(self._producer)
 
     def _raise_on_failure(self) -> None:
         if self._failure is not None:

@@ -1,6 +1,6 @@
 """What every connector's row encoder shares, in whichever process it runs: the encoders of a
 table's schemas under ids registered elsewhere (:func:`registered_encoders`) and the
-:class:`DeadLetter` it returns for a row it sets aside.
+:class:`DeadLetter` it returns for a row it sets aside, and the shape of an encoded event.
 
 Kept apart from :mod:`simpul.cdc.publisher`, so that an encoding worker process imports no Kafka
 producer, registry client or metrics: those imports cost some 20 MB in each worker.
@@ -9,11 +9,14 @@ producer, registry client or metrics: those imports cost some 20 MB in each work
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from simpul.schemas.wire import ConfluentAvroEncoder
 
 Position = dict[str, Any]
+# One record to produce: (topic, key bytes, value bytes or None for a tombstone, table, op or None,
+# commit time in ms to time its acknowledgement lag, or None).
+EncodedEvent = tuple[str, Union[bytes, None], Union[bytes, None], str, Union[str, None], Union[int, None]]
 
 
 def registered_encoders(

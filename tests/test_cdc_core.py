@@ -13,7 +13,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from simpul.cdc.envelope import field, key_schema, value_schema
 from simpul.cdc.offsets import OffsetStore
-from simpul.cdc.publisher import EventPublisher, IncompatibleSchema, dead_letter_topic, heartbeat_topic
+from simpul.cdc.publisher import EventPublisher, IncompatibleSchema, PublishError, dead_letter_topic, heartbeat_topic
 from simpul.cdc.row_encoding import DeadLetter
 from simpul.cdc.transforms import ColumnTransforms
 from simpul.config import ColumnRule, ConfigError, SimpulConfig, parse_config
@@ -89,11 +89,11 @@ def test_publisher_confirms_only_acknowledged_positions_and_sets_bad_rows_aside(
         publisher.ensure_topics([topic])
         assert publisher.confirmed() is None
         keys, values = publisher.encoder(topic, key, True), publisher.encoder(topic, envelope, False)
-        for n in range(100):
-            event = values.encode({"after": {"id": n, "nama": f"orang {n}"}, "op": "c"})
-            publisher.publish_encoded(topic, keys.encode({"id": n}), event, "public.orang", "c", int(time.time() * 1000))
+        events = [(topic, keys.encode({"id": n}), values.encode({"after": {"id": n, "nama": f"orang {n}"}, "op": "c"}), "public.orang", "c",
+                   int(time.time() * 1000)) for n in range(100)]
+        publisher.publish_many(events)
         publisher.checkpoint({"lsn": 100})
-        publisher.publish_encoded(topic, keys.encode({"id": 1}), None, "public.orang", None)  # tombstone
+        publisher.publish_many([(topic, keys.encode({"id": 1}), None, "public.orang", None, None)])  # tombstone
         publisher.checkpoint({"lsn": 101})
         publisher.heartbeat(int(time.time() * 1000))
         publisher.dead_letter(DeadLetter("encode_error", "value out of range", "public.orang", {"lsn": 102}, {"id": 7}, {"id": 7, "nama": b"\xff"}))
@@ -124,6 +124,35 @@ def test_publisher_confirms_only_acknowledged_positions_and_sets_bad_rows_aside(
     assert dict(letters[0].headers())["__connect.errors.exception.message"] == b"value out of range"
     beats = _consume(config, heartbeat_topic(source), 1, unique_name + "hb")
     assert deserialize(beats[0].key(), SerializationContext(heartbeat_topic(source), MessageField.KEY)) == {"serverName": unique_name}
+
+
+class SmallQueuePublisher(EventPublisher):
+    local_queue_messages = 40
+
+
+@pytest.mark.stack
+def test_publisher_batches_wait_for_room_in_a_full_local_queue_and_keep_each_keys_order(stack_config: SimpulConfig, unique_name: str) -> None:
+    config = _source_config(stack_config, unique_name)
+    topic = f"{unique_name}.public.orang"
+    publisher = SmallQueuePublisher(config, config.sources[0])
+    try:
+        publisher.ensure_topics([topic])
+        for round_ in range(3):  # 3 x 100 events, each round more than the queue holds
+            publisher.publish_many([(topic, b"%d" % (n % 10), b"%d:%d" % (round_, n), "public.orang", "u", None) for n in range(100)])
+            publisher.checkpoint({"lsn": round_})
+        publisher.flush()
+        assert publisher.confirmed() == {"lsn": 2} and publisher.in_flight == 0
+        with pytest.raises(PublishError, match="too large|MSG_SIZE"):
+            publisher.publish_many([(topic, b"big", b"x" * 2_000_000, "public.orang", "c", None)])
+    finally:
+        publisher.close()
+    messages = _consume(config, topic, 300, unique_name)
+    assert len(messages) == 300
+    by_key: dict[bytes, list[tuple[int, int]]] = {}
+    for message in messages:
+        round_, n = map(int, message.value().split(b":"))
+        by_key.setdefault(message.key(), []).append((round_, n))
+    assert all(values == sorted(values) and len(values) == 30 for values in by_key.values())
 
 
 @pytest.mark.stack

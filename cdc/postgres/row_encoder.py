@@ -16,7 +16,7 @@ from typing import Any, Union
 from simpul.cdc.postgres.events import Event, SourcePosition, change_events, now_us, read_event, source_block, truncate_event
 from simpul.cdc.postgres.pgoutput import Delete, Insert, PgOutputDecoder, RawValue, Relation, Truncate, Update
 from simpul.cdc.postgres.schema import TableSchema, build_table_schema
-from simpul.cdc.row_encoding import DeadLetter, registered_encoders
+from simpul.cdc.row_encoding import DeadLetter, EncodedEvent, registered_encoders
 from simpul.cdc.transforms import ColumnTransforms, TableTransform
 from simpul.config import SourceSettings
 from simpul.schemas.wire import ConfluentAvroEncoder
@@ -27,9 +27,6 @@ ROW_MESSAGE_KINDS = frozenset(b"IUDT")
 # One streamed row message: (data start LSN, pgoutput message, txId, commit time in µs since the
 # Unix epoch, LSN of the last commit before it, whether to time its commit-to-acknowledgement lag).
 RowMessage = tuple[int, bytes, Union[int, None], int, Union[int, None], bool]
-# One record to produce: (topic, key bytes, value bytes or None for a tombstone, table, op or None,
-# commit time in ms to time its acknowledgement lag, or None).
-EncodedEvent = tuple[str, Union[bytes, None], Union[bytes, None], str, Union[str, None], Union[int, None]]
 # What one input message or row became: its records, or the dead letter that set it aside (a
 # truncate of several tables may have both).
 RowOutcome = list[Union[EncodedEvent, DeadLetter]]
