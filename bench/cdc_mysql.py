@@ -10,7 +10,9 @@ Figures (printed, and written to ``bench/results/cdc_mysql.json``):
 - ``stream_max_events_per_s``: ``--writers`` processes, each with its own connection, write a mixed
   insert/update/delete load (transactions of 40 row operations: 50% inserts, 30% updates, 20%
   deletes) as fast as they can for ``--seconds``; events published divided by the time until the
-  connector has caught up (no event for 3 s);
+  connector has caught up (no event for 3 s); ``stream_catch_up_events_per_s``: the connector's
+  own rate once the writers have stopped (the events still to come, over the time they took: no
+  database load then; None when it had kept up);
 - ``stream_rate_ops_per_s``, ``stream_p50_ms``/``stream_p99_ms``: the same writers paced to a
   steady ``--rate`` row operations/s in transactions of 10 operations, for ``--seconds``. Binlog
   timestamps are whole seconds, so ``source.ts_ms`` cannot time a commit: latency is the broker's
@@ -41,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pymysql
 from pymysql.constants import CLIENT
 
-from bench.harness import ConnectorProcess, TopicWatch, delete_topics_and_groups, large_transaction, percentile, write_results
+from bench.harness import ConnectorProcess, TopicWatch, catch_up_rate, delete_topics_and_groups, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.databases import mysql_params
 from simpul.progress import progress
@@ -211,16 +213,19 @@ def main() -> None:
         before = watch.count
         print(f"streaming: {args.writers} writers unthrottled for {args.seconds}s (transactions of 40 row operations) ...", flush=True)
         started, load = run_writers(pool, params, args.writers, 40, args.seconds, None, maxid, watch, "  writing")
+        writers_done, behind = time.monotonic(), watch.count
         with progress("  catching up", load["rows"], unit="events") as tracker:
             tracker.advance(watch.count - before)
             watch.wait_quiet(progress=tracker)
         elapsed = watch.last_arrival - started
         streamed = watch.count - before
         figures["stream_max_events_per_s"] = round(streamed / elapsed)
+        figures["stream_catch_up_events_per_s"] = catch_up_rate(watch, writers_done, behind)
         figures["stream_max_events"] = streamed
         figures["stream_max_source_ops_per_s"] = round(load["rows"] / args.seconds)
         print(f"streaming: {streamed:,} events in {elapsed:.1f}s = {figures['stream_max_events_per_s']:,} events/s "
-              f"(writers committed {load['rows'] / args.seconds:,.0f} row operations/s, {load['retries']} retried transactions)", flush=True)
+              f"(writers committed {load['rows'] / args.seconds:,.0f} row operations/s, {load['retries']} retried transactions; "
+              f"the connector alone after them: {figures['stream_catch_up_events_per_s']} events/s)", flush=True)
 
         def latency(rate: int, prefix: str) -> None:
             """Commit-to-acknowledgement latency of the rows inserted at ``rate`` row operations/s."""

@@ -7,7 +7,9 @@ Figures (printed, and written to ``bench/results/cdc_postgres.json``):
   connector's own measure, from the snapshot's start to the last acknowledgement);
 - ``stream_max_events_per_s``: pgbench writes a mixed insert/update/delete load (transactions of
   40 row operations) as fast as it can for ``--seconds``; events published divided by the time
-  until the connector has caught up;
+  until the connector has caught up; ``stream_catch_up_events_per_s``: the connector's own rate
+  once pgbench has stopped (the events still to come, over the time they took: no database load
+  then; None when it had kept up);
 - ``stream_p50_ms``/``stream_p99_ms``: commit to Kafka append for every 10th event of a steady
   ``--rate`` row operations/s mixed load (pgbench ``-R`` with transactions of 10 operations:
   single-row transactions at 10,000/s exceed what PostgreSQL commits with fsync on 2 cores);
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import TIMED_SAMPLE, ConnectorProcess, TopicWatch, delete_topics_and_groups, large_transaction, percentile, write_results
+from bench.harness import TIMED_SAMPLE, ConnectorProcess, TopicWatch, catch_up_rate, delete_topics_and_groups, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.progress import progress
 
@@ -130,14 +132,17 @@ def main() -> None:
         started = time.monotonic()
         print(f"streaming: pgbench unthrottled for {args.seconds}s ...", flush=True)
         committed = 40 * run_pgbench(dsn, mixed_script(scripts, 40, args.rows), args.seconds, None)
+        writers_done, behind = time.monotonic(), watch.count
         with progress("  catching up", None, unit="events") as tracker:
             watch.wait_quiet(progress=tracker)
         elapsed = watch.last_arrival - started
         streamed = watch.count - before
         figures["stream_max_events_per_s"] = round(streamed / elapsed)
+        figures["stream_catch_up_events_per_s"] = catch_up_rate(watch, writers_done, behind)
         figures["stream_max_source_ops_per_s"] = round(committed / args.seconds)
         print(f"streaming: {streamed:,} events in {elapsed:.1f}s = {figures['stream_max_events_per_s']:,} events/s "
-              f"(pgbench committed {committed / args.seconds:,.0f} row operations/s)", flush=True)
+              f"(pgbench committed {committed / args.seconds:,.0f} row operations/s; the connector alone after it: "
+              f"{figures['stream_catch_up_events_per_s']} events/s)", flush=True)
 
         print(f"latency: pgbench at {args.rate:,} operations/s for {args.seconds}s ...", flush=True)
         watch.timed = True

@@ -183,6 +183,16 @@ class TopicReader:
         self._thread.join(10)
 
 
+def catch_up_rate(watch: TopicWatch, since: float, count_then: int) -> int | None:
+    """Events per second that arrived after monotonic time ``since`` (when the load stopped, with
+    ``count_then`` events in), until the last one: the connector's rate on its backlog alone. None
+    when less than a second of backlog was left, too little to time."""
+    seconds = watch.last_arrival - since
+    if seconds < 1.0:
+        return None
+    return round((watch.count - count_then) / seconds)
+
+
 class TopicWatch(TopicReader):
     """Consumes topics in a thread; for every ``TIMED_SAMPLE``-th event, the broker's append time
     minus the source commit time (``source.ts_us``): commit-to-Kafka latency, with no consumer

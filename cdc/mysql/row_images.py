@@ -44,7 +44,7 @@ _PRESENT_NONE_SOURCES = {
     FIELD_TYPE.DATE: NONE_SOURCE.OUT_OF_DATE_RANGE, FIELD_TYPE.DATETIME2: NONE_SOURCE.OUT_OF_DATETIME2_RANGE, FIELD_TYPE.SET: NONE_SOURCE.EMPTY_SET,
 }
 _DECIMAL_BYTES = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)  # bytes of a group of 0-9 leftover decimal digits
-_utc_from_timestamp = datetime.datetime.utcfromtimestamp  # naive UTC, as mysql-replication gives
+_EPOCH = datetime.datetime(1970, 1, 1)  # TIMESTAMPs read as naive UTC, as mysql-replication gives them
 
 
 class RowImageReader:
@@ -203,35 +203,39 @@ def _text_reader(length_size: int, charset: str | None) -> Reader:
 
 def _decimal_reader(precision: int, scale: int) -> Reader:
     """MySQL's packed decimal: groups of nine digits in four big-endian bytes, the leftover digits
-    of each side in fewer; the sign in the first bit, a negative number's bytes inverted."""
+    of each side in fewer; the sign in the first bit, a negative number's bytes inverted.
+
+    The bytes are read as one number and its digit groups taken from it by shifts, rather than
+    each group's bytes read and their text joined: 1.7 against 3.7 µs a ``DECIMAL(20,6)``.
+    """
     integral = precision - scale
     whole_integral, left_integral = divmod(integral, 9)
     whole_fraction, left_fraction = divmod(scale, 9)
-    head = _DECIMAL_BYTES[left_integral]
-    tail = _DECIMAL_BYTES[left_fraction]
-    size = head + 4 * (whole_integral + whole_fraction) + tail
+    # (bytes, digits) of each group, most significant first.
+    groups = [(_DECIMAL_BYTES[left_integral], left_integral)] + [(4, 9)] * (whole_integral + whole_fraction)
+    groups.append((_DECIMAL_BYTES[left_fraction], left_fraction))
+    groups = [(size, digits) for size, digits in groups if size]
+    size = sum(group_size for group_size, _ in groups)
+    bits = 8 * size
+    sign_bit, all_ones = 1 << (bits - 1), (1 << bits) - 1
+    # Per group: how far to shift the whole number right, the group's mask, 10 ** its digits.
+    steps, shift = [], bits
+    for group_size, digits in groups:
+        shift -= 8 * group_size
+        steps.append((shift, (1 << 8 * group_size) - 1, 10**digits))
+    exponent = f"E-{scale}"
 
     def read_decimal(data: bytes, pos: int) -> tuple[Any, int]:
-        raw = bytearray(data[pos : pos + size])
-        if raw[0] & 0x80:
-            mask, text = 0, ""
-        else:
-            mask, text = -1, "-"
-        raw[0] ^= 0x80
-        at = 0
-        if head:
-            text += str(int.from_bytes(raw[:head], "big", signed=True) ^ mask)
-            at = head
-        for _ in range(whole_integral):
-            text += f"{int.from_bytes(raw[at : at + 4], 'big', signed=True) ^ mask:09d}"
-            at += 4
-        text += "."
-        for _ in range(whole_fraction):
-            text += f"{int.from_bytes(raw[at : at + 4], 'big', signed=True) ^ mask:09d}"
-            at += 4
-        if tail:
-            text += f"{int.from_bytes(raw[at : at + tail], 'big', signed=True) ^ mask:0{left_fraction}d}"
-        return decimal.Decimal(text), pos + size
+        raw = int.from_bytes(data[pos : pos + size], "big") ^ sign_bit
+        sign = ""
+        if raw & sign_bit:  # the sign bit was clear: negative, every bit inverted
+            raw ^= all_ones
+            sign = "-"
+        unscaled = 0
+        for group_shift, mask, power in steps:
+            unscaled = unscaled * power + (raw >> group_shift & mask)
+        # From text, which Decimal reads exactly: the coefficient and exponent MySQL's text gives.
+        return decimal.Decimal(f"{sign}{unscaled}{exponent}"), pos + size
 
     return read_decimal
 
@@ -262,30 +266,44 @@ def _fraction_reader(fsp: int) -> Callable[[bytes, int], tuple[int, int]]:
 
 def _datetime2_reader(fsp: int) -> Reader:
     """DATETIME(fsp): 40 big-endian bits (sign, year * 13 + month, day, hour, minute, second), then
-    the fraction; a zero or partly zero date reads as None, its fraction skipped."""
-    read_fraction = _fraction_reader(fsp)
+    the fraction; a zero or partly zero date reads as None, its fraction skipped.
+
+    The fraction is read inline and the datetime made whole: 1.3 against 2.5 µs a ``DATETIME(6)``
+    with a call to read the fraction and a ``replace`` for it (a row often has two or three).
+    """
+    size, odd, scale = (fsp + 1) // 2, fsp % 2, 10 ** (6 - fsp)
+    end = 5 + size
 
     def read_datetime2(data: bytes, pos: int) -> tuple[Any, int]:
         packed = int.from_bytes(data[pos : pos + 5], "big")
+        microsecond = 0
+        if size:
+            fraction = int.from_bytes(data[pos + 5 : pos + end], "big", signed=True)
+            microsecond = (int(fraction / 10) if odd else fraction) * scale
         year_month = packed >> 22 & 0x1FFFF
         try:
-            value = datetime.datetime(year_month // 13, year_month % 13, packed >> 17 & 0x1F, packed >> 12 & 0x1F, packed >> 6 & 0x3F, packed & 0x3F)
+            return datetime.datetime(year_month // 13, year_month % 13, packed >> 17 & 0x1F, packed >> 12 & 0x1F,
+                                     packed >> 6 & 0x3F, packed & 0x3F, microsecond if microsecond > 0 else 0), pos + end
         except ValueError:  # a zero or partly zero date
-            return None, read_fraction(data, pos + 5)[1]
-        microsecond, pos = read_fraction(data, pos + 5)
-        return (value.replace(microsecond=microsecond) if microsecond > 0 else value), pos
+            return None, pos + end
 
     return read_datetime2
 
 
 def _timestamp2_reader(fsp: int) -> Reader:
-    """TIMESTAMP(fsp): big-endian seconds since the epoch, then the fraction (a naive UTC datetime)."""
-    read_fraction = _fraction_reader(fsp)
+    """TIMESTAMP(fsp): big-endian seconds since the epoch, then the fraction: a naive UTC datetime,
+    the epoch plus the seconds (``utcfromtimestamp``'s value, deprecated since Python 3.12; 1.4
+    against 2.2 µs a ``TIMESTAMP(6)`` with it)."""
+    size, odd, scale = (fsp + 1) // 2, fsp % 2, 10 ** (6 - fsp)
+    end = 4 + size
 
     def read_timestamp2(data: bytes, pos: int) -> tuple[Any, int]:
-        value = _utc_from_timestamp(int.from_bytes(data[pos : pos + 4], "big", signed=True))
-        microsecond, pos = read_fraction(data, pos + 4)
-        return (value.replace(microsecond=microsecond) if microsecond > 0 else value), pos
+        seconds = int.from_bytes(data[pos : pos + 4], "big", signed=True)
+        microsecond = 0
+        if size:
+            fraction = int.from_bytes(data[pos + 4 : pos + end], "big", signed=True)
+            microsecond = (int(fraction / 10) if odd else fraction) * scale
+        return _EPOCH + datetime.timedelta(0, seconds, microsecond if microsecond > 0 else 0), pos + end
 
     return read_timestamp2
 
