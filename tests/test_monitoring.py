@@ -1,5 +1,5 @@
 """Monitoring: the alert rules (promtool), the metric names the rules and the dashboard use, the
-local stack's Prometheus, and the Kubernetes manifests."""
+local stack's Prometheus, the Kubernetes manifests and the image they run."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import shutil
 import socket
 import subprocess
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dockerfile
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
@@ -391,6 +393,29 @@ def test_kubernetes_metrics_ports_and_jobs_match_the_config() -> None:
     assert jobs == {job["job_name"] for job in scrape_config(config)["scrape_configs"]} - {"simpul-run", "simpul-registry", "simpul-changegen"}
     (monitor,) = (o for o in objects if o["kind"] == "ServiceMonitor")
     assert monitor["spec"]["jobLabel"] == "simpul.io/job"
+
+
+def test_the_image_parses_installs_every_package_and_runs_as_the_manifests_user() -> None:
+    """deploy/image/Dockerfile, read by the official Dockerfile parser (no Docker engine runs here)."""
+    dockerfile_path = ROOT / "deploy" / "image" / "Dockerfile"
+    commands = dockerfile.parse_file(str(dockerfile_path))
+    copied = {source.rstrip("/") for c in commands if c.cmd == "COPY" and not any(f.startswith("--from") for f in c.flags)
+              for source in c.value[:-1]}
+    assert all((ROOT / source).exists() for source in copied), copied
+    # Every folder the distribution maps into the ``simpul`` namespace is in the image.
+    package_dirs = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-dir"].values())
+    assert package_dirs | {"pyproject.toml", "constraints.txt"} <= copied
+    # ... and passes the build context's filter, which lets nothing else through.
+    allowed = {line[1:].rstrip("/") for line in (ROOT / "deploy" / "image" / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+               if line.startswith("!")}
+    assert copied <= allowed
+    assert any(c.cmd == "RUN" and "--constraint constraints.txt" in c.value[0] for c in commands)
+    (user,) = (c.value[0] for c in commands if c.cmd == "USER")
+    for workload in (o for o in manifests() if o["kind"] in ("Deployment", "StatefulSet")):
+        context = workload["spec"]["template"]["spec"]["securityContext"]
+        assert user == f"{context['runAsUser']}:{context['runAsGroup']}", workload["metadata"]["name"]
+    (entrypoint,) = (c for c in commands if c.cmd == "ENTRYPOINT")
+    assert entrypoint.json and entrypoint.value == ("simpul",)
 
 
 def test_unlocked_metrics_expose_what_prometheus_clients_own_would() -> None:
