@@ -43,7 +43,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pymysql
 from pymysql.constants import CLIENT
 
-from bench.harness import ConnectorProcess, TopicWatch, catch_up_rate, delete_topics_and_groups, large_transaction, percentile, write_results
+from bench.harness import ConnectorProcess, TopicWatch, catch_up_rate, catch_up_text, delete_topics_and_groups, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.databases import mysql_params
 from simpul.progress import progress
@@ -225,7 +225,7 @@ def main() -> None:
         figures["stream_max_source_ops_per_s"] = round(load["rows"] / args.seconds)
         print(f"streaming: {streamed:,} events in {elapsed:.1f}s = {figures['stream_max_events_per_s']:,} events/s "
               f"(writers committed {load['rows'] / args.seconds:,.0f} row operations/s, {load['retries']} retried transactions; "
-              f"the connector alone after them: {figures['stream_catch_up_events_per_s']} events/s)", flush=True)
+              f"the connector alone after them: {catch_up_text(figures['stream_catch_up_events_per_s'])})", flush=True)
 
         def latency(rate: int, prefix: str) -> None:
             """Commit-to-acknowledgement latency of the rows inserted at ``rate`` row operations/s."""

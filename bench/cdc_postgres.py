@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import TIMED_SAMPLE, ConnectorProcess, TopicWatch, catch_up_rate, delete_topics_and_groups, large_transaction, percentile, write_results
+from bench.harness import TIMED_SAMPLE, ConnectorProcess, TopicWatch, catch_up_rate, catch_up_text, delete_topics_and_groups, large_transaction, percentile, write_results
 from simpul.config import CaptureSettings, load_config, load_env_file
 from simpul.progress import progress
 
@@ -142,7 +142,7 @@ def main() -> None:
         figures["stream_max_source_ops_per_s"] = round(committed / args.seconds)
         print(f"streaming: {streamed:,} events in {elapsed:.1f}s = {figures['stream_max_events_per_s']:,} events/s "
               f"(pgbench committed {committed / args.seconds:,.0f} row operations/s; the connector alone after it: "
-              f"{figures['stream_catch_up_events_per_s']} events/s)", flush=True)
+              f"{catch_up_text(figures['stream_catch_up_events_per_s'])})", flush=True)
 
         print(f"latency: pgbench at {args.rate:,} operations/s for {args.seconds}s ...", flush=True)
         watch.timed = True

@@ -193,6 +193,11 @@ def catch_up_rate(watch: TopicWatch, since: float, count_then: int) -> int | Non
     return round((watch.count - count_then) / seconds)
 
 
+def catch_up_text(rate: int | None) -> str:
+    """:func:`catch_up_rate` for a person: the rate, or that the connector had kept up."""
+    return "it had kept up" if rate is None else f"{rate:,} events/s"
+
+
 class TopicWatch(TopicReader):
     """Consumes topics in a thread; for every ``TIMED_SAMPLE``-th event, the broker's append time
     minus the source commit time (``source.ts_us``): commit-to-Kafka latency, with no consumer
