@@ -20,6 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date, datetime, time as dtime
 from decimal import Decimal
 from typing import Any
@@ -52,6 +53,23 @@ HEARTBEAT_VALUE_SCHEMA: dict[str, Any] = {
     "fields": [{"name": "ts_ms", "type": "long"}],
     "connect.name": "io.debezium.connector.common.Heartbeat",
 }
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One topic's events for a single call into librdkafka: the messages, their bytes as
+    librdkafka counts them against its queue's limit, and the commit times to time."""
+
+    messages: list[dict[str, bytes | None]] = field(default_factory=list)
+    size: int = 0
+    commit_times: list[int] = field(default_factory=list)
+
+    def add(self, key: bytes | None, value: bytes | None, commit_ts_ms: int | None) -> None:
+        """One more event (``value`` None: a tombstone)."""
+        self.messages.append({"key": key, "value": value})
+        self.size += (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
+        if commit_ts_ms is not None:
+            self.commit_times.append(commit_ts_ms)
 
 
 class IncompatibleSchema(Exception):
@@ -187,28 +205,22 @@ class EventPublisher:
         third of a snapshot's connector process. An event's commit time, when it has one, times
         its commit-to-acknowledgement lag, taken when its batch is acknowledged.
         """
-        batches: dict[str, tuple[list[dict[str, bytes | None]], list[int], list[int | None]]] = {}
+        most_messages, most_bytes = self.local_queue_messages // 4, self._local_queue_bytes // 4
+        batches: dict[str, _Batch] = {}
         counts: dict[tuple[str, str, str], int] = {}
         name = self.source.name
         for topic, key, value, table, op, commit_ts_ms in events:
             batch = batches.get(topic)
             if batch is None:
-                batch = batches[topic] = ([], [], [])
-            batch[0].append({"key": key, "value": value})
-            # The bytes librdkafka counts against its queue's limit.
-            batch[1].append((len(key) if key is not None else 0) + (len(value) if value is not None else 0))
-            batch[2].append(commit_ts_ms)
+                batch = batches[topic] = _Batch()
+            batch.add(key, value, commit_ts_ms)
+            if len(batch.messages) >= most_messages or batch.size >= most_bytes:
+                self._produce_batch(topic, batches.pop(topic))
             if op is not None:
                 labels = (name, table, op)
                 counts[labels] = counts.get(labels, 0) + 1
-        most_messages, most_bytes = self.local_queue_messages // 4, self._local_queue_bytes // 4
-        for topic, (messages, sizes, commit_times) in batches.items():
-            start, size = 0, 0
-            for end, message_size in enumerate(sizes, 1):
-                size += message_size
-                if end - start >= most_messages or size >= most_bytes or end == len(sizes):
-                    self._produce_batch(topic, messages[start:end], size, [t for t in commit_times[start:end] if t is not None])
-                    start, size = end, 0
+        for topic, batch in batches.items():
+            self._produce_batch(topic, batch)
         for labels, n in counts.items():
             metrics.EVENTS.inc(labels, n)
 
@@ -262,13 +274,14 @@ class EventPublisher:
                 self._producer.poll(0.05)
         self._raise_on_failure()
 
-    def _produce_batch(self, topic: str, messages: list[dict[str, bytes | None]], size: int, commit_times: list[int]) -> None:
-        """Queue ``messages`` (``key``/``value`` dicts of ``size`` bytes) to ``topic`` in order, as one tracked unit.
+    def _produce_batch(self, topic: str, batch: _Batch) -> None:
+        """Queue ``batch`` to ``topic`` in order, as one tracked unit.
 
-        It waits until the local queue has room for all of them (bounded memory, back-pressure):
+        It waits until the local queue has room for all of it (bounded memory, back-pressure):
         librdkafka refuses what does not fit one message at a time, and a smaller message after a
         refused larger one could be queued ahead of it, out of its key's order.
         """
+        messages, size, commit_times = batch.messages, batch.size, batch.commit_times
         while self._pending and (len(self._producer) + len(messages) > self.local_queue_messages or self._pending_bytes + size > self._local_queue_bytes):
             self._producer.poll(0.05)
             self._raise_on_failure()

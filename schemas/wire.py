@@ -6,10 +6,11 @@ Debezium envelopes of tables without other logical types) is written by a Python
 generated once per schema (:mod:`simpul.schemas.plain_writer`): a call into fastavro costs more
 than the writing for such records (a golden citizen 21 → 13 µs, a Debezium snapshot envelope with
 its repeated ``source`` 22 → 10 µs, measured on this machine with the writers before; less now).
-Other schemas go to fastavro, parsed once, into a reused buffer, with top-level fields whose type is a union of ``null`` and one record
-(``before``/``after``) in its tuple notation ``(record name, value)``, which spares fastavro
-validating the whole nested record against each union branch (an envelope 27.0 → 18.9 µs). The
-bytes are identical either way, and a value the plain writers refuse is handed to fastavro.
+Other schemas go to fastavro, parsed once, into a reused buffer, with top-level fields whose type
+is a union of ``null`` and one record (``before``/``after``) in its tuple notation ``(record
+name, value)``, which spares fastavro validating the whole nested record against each union
+branch (an envelope 27.0 → 18.9 µs). The bytes are identical either way, and a value the plain
+writers refuse is handed to fastavro.
 
 :class:`ConfluentAvroDecoder` reads the format back for tests and consumers. Registering schemas
 is :mod:`simpul.schemas.registrar`'s: a connector's encoding workers import this module, and the
